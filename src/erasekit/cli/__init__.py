@@ -1,0 +1,21 @@
+"""`erasekit` command line. Each command family lives in its own module of this package and is added here."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command modules, each exposing click commands in `COMMANDS`; imported when the CLI starts
+COMMAND_MODULES = ("erasekit.cli.common_cmds", "erasekit.cli.world_cmds")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="erasekit")
+def main() -> None:
+    """erasekit: measure, erase, shield and attack concepts in text-to-image diffusion models."""
+
+
+for _name in COMMAND_MODULES:
+    for _cmd in importlib.import_module(_name).COMMANDS:
+        main.add_command(_cmd)

@@ -1,0 +1,47 @@
+"""Shared CLI helpers: rich console, progress bars, friendly errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import ErasekitError
+
+console = Console(stderr=True)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn ErasekitError (and its ValueError/KeyError subclasses) into a one-line CLI error, exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ErasekitError as e:
+            raise click.UsageError(str(e)) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None):
+    """Yields advance(n=1, **fields) for a rich progress bar on stderr."""
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*cols, console=console, transient=False) as prog:
+        task = prog.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str = "", description: str | None = None, total: int | None = None) -> None:
+            kw = {"info": info}
+            if description is not None:
+                kw["description"] = description
+            if total is not None:
+                kw["total"] = total
+            prog.update(task, advance=n, **kw)
+
+        yield advance

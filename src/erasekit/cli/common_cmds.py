@@ -1,0 +1,105 @@
+"""`erasekit ls`, `erasekit generate`, `erasekit demo`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ._util import console, friendly_errors, progress_bar
+
+
+def registries() -> dict:
+    """Every registry `erasekit ls` shows, by plural name."""
+    from ..models import models
+
+    out = {"models": models}
+    for mod, attr in (("erasekit.erasers", "erasers"), ("erasekit.shields", "shields"),
+                      ("erasekit.attacks", "attacks"), ("erasekit.metrics", "metrics")):
+        try:
+            import importlib
+
+            out[attr] = getattr(importlib.import_module(mod), attr)
+        except ModuleNotFoundError:
+            continue
+    return out
+
+
+@click.command("ls")
+@click.argument("kind", required=False)
+@friendly_errors
+def ls_cmd(kind: str | None) -> None:
+    """List what erasekit knows: models, erasers, shields, attacks, metrics, concepts."""
+    from ..errors import UnknownNameError
+    from ..world import CATALOGUE
+
+    regs = registries()
+    kinds = list(regs) + ["concepts"]
+    if kind is not None and kind not in kinds:
+        raise UnknownNameError("listing", kind, kinds)
+    for name in [kind] if kind else kinds:
+        table = Table(title=name, show_header=True, header_style="bold")
+        if name == "concepts":
+            table.add_column("family"), table.add_column("concept"), table.add_column("training images")
+            from ..models import toyworld_manifest
+
+            try:
+                counts = toyworld_manifest()["dataset"]["counts"]
+            except FileNotFoundError:
+                counts = {}
+            for family, items in CATALOGUE.items_by_family().items():
+                for c in items:
+                    table.add_row(family, c.name, str(counts.get(family, {}).get(c.name, "")))
+        else:
+            table.add_column("name"), table.add_column("description")
+            for n in regs[name].names():
+                table.add_row(n, regs[name].help(n))
+        console.print(table)
+
+
+@click.command("generate")
+@click.option("--model", default="toyworld", show_default=True, help="registered name, local diffusers folder or hub id")
+@click.option("--prompt", "prompts", multiple=True, required=True, help="prompt (repeat for several)")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-n", "--num", default=4, show_default=True, type=int, help="images per prompt")
+@click.option("--steps", default=25, show_default=True, type=int)
+@click.option("--guidance", default=None, type=float, help="classifier-free guidance (default: the model's)")
+@click.option("--negative-prompt", default=None)
+@click.option("--out", default="runs/generate.png", show_default=True, type=click.Path(dir_okay=False))
+@friendly_errors
+def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, out) -> None:
+    """Generate a PNG grid (one row per prompt) with any SD1.x pipeline."""
+    from .. import generate, load_pipeline
+    from ..report.images import save_grid
+    from ..sampling import default_guidance
+
+    pipe = load_pipeline(model)
+    guidance = default_guidance(model) if guidance is None else guidance
+    flat = [p for p in prompts for _ in range(num)]
+    seeds = [seed + j for _ in prompts for j in range(num)]
+    t = time.time()
+    with progress_bar("generating", len(flat)) as adv:
+        imgs = generate(pipe, flat, seeds, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+                        progress=adv)
+    save_grid(imgs, out, ncol=num)
+    console.print(f"wrote {out} ({len(flat)} images in {time.time() - t:.1f} s)")
+
+
+@click.command("demo")
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--model", default="toyworld", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--per-prompt", default=4, show_default=True, type=int, help="images per prompt")
+@friendly_errors
+def demo_cmd(out, model, seed, per_prompt) -> None:
+    """The main job on the built-in default: generate, label with the oracle, write an HTML report and PNG grid."""
+    from ..demo import run_demo
+
+    with progress_bar("demo", None) as adv:
+        report = run_demo(Path(out), model=model, seed=seed, per_prompt=per_prompt, progress=adv)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+COMMANDS = [ls_cmd, generate_cmd, demo_cmd]

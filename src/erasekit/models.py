@@ -1,0 +1,68 @@
+"""`load_pipeline`: the shipped toy model, a local diffusers folder, or a hub id -> a standard `StableDiffusionPipeline`.
+
+Every entry point of erasekit works on the object returned here; nothing is toy-specific beyond the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from .errors import ErasekitError, UnknownNameError
+from .registry import Registry
+from .tokenizer import clip_tokenizer
+
+models: Registry[str] = Registry("model")
+models.add("toyworld", "erasekit:assets/toyworld", help="the shipped 32x32 toy-world Stable Diffusion (trained from scratch)")
+
+
+def toyworld_dir() -> Path:
+    """Folder of the shipped toy-world assets (pipeline/, oracle.*, manifest.json)."""
+    return Path(str(resources.files("erasekit").joinpath("assets/toyworld")))
+
+
+def toyworld_manifest() -> dict:
+    return json.loads((toyworld_dir() / "manifest.json").read_text())
+
+
+def _resolve(name_or_path: str) -> tuple[str, Path | str]:
+    if name_or_path in models:
+        target = models.get(name_or_path)
+        if target.startswith("erasekit:"):
+            return "local", Path(str(resources.files("erasekit").joinpath(target.split(":", 1)[1]))) / "pipeline"
+        return _resolve(target)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise ErasekitError(f"{str(path)!r} is not a diffusers pipeline folder (no model_index.json inside)")
+        return "local", path
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
+        return "hub", name_or_path
+    raise UnknownNameError("model", name_or_path, models.names())
+
+
+def load_pipeline(name_or_path: str = "toyworld", dtype: torch.dtype = torch.float32,
+                  device: str | torch.device = "cpu") -> StableDiffusionPipeline:
+    """Load a Stable Diffusion 1.x-style pipeline.
+
+    `name_or_path`: a registered name (`erasekit ls models`; "toyworld" is the shipped model), a local diffusers folder,
+    or a hub id such as "CompVis/stable-diffusion-v1-4" (needs hub access or a local cache). The safety checker is
+    dropped (erasekit evaluates safety itself); a folder without a tokenizer gets the offline CLIP tokenizer.
+    """
+    kind, where = _resolve(name_or_path)
+    kwargs = dict(torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if kind == "local" and not (Path(where) / "tokenizer").exists():
+        kwargs["tokenizer"] = clip_tokenizer()
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(str(where), **kwargs)
+    except OSError as e:
+        if kind == "hub":
+            raise ErasekitError(f"could not load {name_or_path!r} from the hub or its cache ({e}); pass a local "
+                                f"diffusers folder instead, or one of: {', '.join(models.names())}") from e
+        raise
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

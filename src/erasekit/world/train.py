@@ -1,0 +1,278 @@
+"""`erasekit world train`: oracle, then VAE, then text encoder + UNet of the toy-world Stable Diffusion.
+
+Stages (each checkpointed under `<out>/checkpoints/` and resumed on restart):
+1. oracle: the ground-truth classifier (independent of the diffusion model);
+2. vae: AutoencoderKL 32x32x3 <-> 8x8x4, MSE + L1 + tiny KL; gated on oracle accuracy of its reconstructions;
+3. joint: CLIPTextModel + UNet2DConditionModel from scratch, DDPM eps-prediction with min-SNR-5 weighting, 10% caption
+   dropout, EMA of the UNet;
+4. unet: the text encoder frozen, its outputs cached for every caption (the CLIP text encoder is as expensive as the UNet
+   at this size), UNet training continues on the cache.
+The result is a standard `StableDiffusionPipeline` (DDIM sampler) saved in fp16 with a manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..io import atomic_write_text
+from ..tokenizer import clip_tokenizer
+from .catalogue import CATALOGUE, FAMILIES, Catalogue
+from .dataset import build_dataset
+from .model import new_text_encoder, new_unet, new_vae, sample_scheduler, train_scheduler
+from .oracle import OracleTrainConfig, ToyOracle, random_scenes, to_tensor, train_oracle
+from .render import render
+
+Progress = Callable[[str, int, int, dict], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    scale: float = 1.0  # dataset size multiplier
+    oracle_steps: int = 1500
+    vae_steps: int = 600
+    vae_lr: float = 1e-3
+    joint_steps: int = 1000
+    unet_steps: int = 3500
+    batch_size: int = 64
+    lr: float = 6e-4
+    warmup: int = 200
+    min_lr_ratio: float = 0.1
+    caption_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    ckpt_every: int = 500
+    threads: int = 0  # 0: torch default
+
+
+def _save_ckpt(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        warm = min(1.0, (step + 1) / cfg.warmup)
+        cos = 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
+
+    return f
+
+
+# ------------------------------------------------------------------------------------------------------------- VAE
+def train_vae(images: np.ndarray, cfg: TrainConfig, ckpt: Path, progress: Progress | None) -> tuple:
+    """Train the AutoencoderKL on `images` (N,32,32,3 uint8). Returns (vae, info)."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    vae = new_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.vae_steps))
+    start = 0
+    if ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
+        gen.set_state(st["gen"])
+        start = st["step"]
+    x_all = to_tensor(images) * 2 - 1
+    vae.train()
+    for step in range(start, cfg.vae_steps):
+        idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
+        x = x_all[idx]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if progress:
+            progress("vae", step + 1, cfg.vae_steps, {"loss": float(loss.detach())})
+        if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.vae_steps:
+            _save_ckpt(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                              "gen": gen.get_state(), "step": step + 1})
+    vae.eval()
+    with torch.no_grad():
+        sample = x_all[torch.randperm(len(x_all), generator=gen)[:2048]]
+        z = torch.cat([vae.encode(sample[i:i + 256]).latent_dist.sample(generator=gen)
+                       for i in range(0, len(sample), 256)])
+        std = float(z.std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    return vae, {"latent_std": std, "scaling_factor": 1.0 / std}
+
+
+@torch.no_grad()
+def vae_quality(vae, oracle: ToyOracle, n: int = 1000, seed: int = 123) -> dict:
+    """PSNR of reconstructions and oracle accuracy on them (the VAE gate), on fresh renders."""
+    scenes = random_scenes(n, seed)
+    x = to_tensor(np.stack([render(s) for s in scenes]))
+    rec = torch.cat([vae.decode(vae.encode(x[i:i + 250] * 2 - 1).latent_dist.mode()).sample for i in range(0, n, 250)])
+    rec = ((rec + 1) / 2).clamp(0, 1)
+    mse = float(((rec - x) ** 2).mean())
+    return {"psnr_db": 10 * math.log10(1 / mse), "oracle_accuracy_on_reconstructions": oracle.accuracy(rec, scenes)}
+
+
+# ----------------------------------------------------------------------------------------------- UNet + text encoder
+def _snr_weights(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    ac = sched.alphas_cumprod[t]
+    snr = ac / (1 - ac)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.Tensor, scaling: float,
+                    cfg: TrainConfig, ckpt_dir: Path, progress: Progress | None) -> tuple:
+    """Joint text-encoder + UNet training, then UNet-only on cached text features. Returns (unet_ema, text_encoder, info)."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    tok = clip_tokenizer()
+    ids_all = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    empty_ids = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    unet, te = new_unet(), new_text_encoder()
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    sched = train_scheduler()
+    total = cfg.joint_steps + cfg.unet_steps
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    lr_s = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    losses: list[float] = []
+    start = 0
+    ckpt = ckpt_dir / "diffusion.pt"
+    if ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(st["unet"]), te.load_state_dict(st["te"]), ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"]), lr_s.load_state_dict(st["sched"])
+        gen.set_state(st["gen"])
+        start, losses = st["step"], st["losses"]
+    cache = None
+    n = len(captions)
+    unet.train()
+    t0 = time.time()
+    for step in range(start, total):
+        joint = step < cfg.joint_steps
+        if not joint and cache is None:  # freeze the text encoder and cache its outputs once
+            te.eval().requires_grad_(False)
+            with torch.no_grad():
+                cache = torch.cat([te(ids_all[i:i + 512]).last_hidden_state.half() for i in range(0, n, 512)])
+                empty = te(empty_ids).last_hidden_state.half()
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+        drop = torch.rand(cfg.batch_size, generator=gen) < cfg.caption_dropout
+        z0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)) * scaling
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        zt = sched.add_noise(z0, noise, t)
+        if joint:
+            ids = torch.where(drop[:, None], empty_ids, ids_all[idx])
+            cond = te(ids).last_hidden_state
+        else:
+            cond = torch.where(drop[:, None, None], empty, cache[idx]).float()
+        pred = unet(zt, t, cond).sample
+        w = _snr_weights(sched, t, cfg.min_snr_gamma)
+        loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        lr_s.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - decay)
+        losses.append(float(loss.detach()))
+        if progress:
+            progress("joint" if joint else "unet", step + 1, total, {"loss": float(np.mean(losses[-50:]))})
+        if (step + 1) % cfg.ckpt_every == 0 and step + 1 < total:
+            _save_ckpt(ckpt, {"unet": unet.state_dict(), "te": te.state_dict(), "ema": ema.state_dict(),
+                              "opt": opt.state_dict(), "sched": lr_s.state_dict(), "gen": gen.get_state(),
+                              "step": step + 1, "losses": losses})
+    curve = [float(np.mean(losses[i:i + 100])) for i in range(0, len(losses), 100)]
+    return ema.eval(), te.eval(), {"loss_per_100_steps": curve, "seconds_this_run": time.time() - t0}
+
+
+# ------------------------------------------------------------------------------------------------------------- all
+def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Catalogue = CATALOGUE,
+                progress: Progress | None = None, command: str = "") -> Path:
+    """Train everything and write a diffusers pipeline folder + oracle + manifest.json to `out`. Resumable."""
+    from diffusers import StableDiffusionPipeline
+
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    timings: dict[str, float] = {}
+    t_all = time.time()
+
+    # 1. oracle
+    t = time.time()
+    if (out / "oracle.json").exists():
+        oracle = ToyOracle.load(out)
+        oracle_info = json.loads((out / "oracle.json").read_text())["training"]
+    else:
+        cb = (lambda s, loss: progress("oracle", s, cfg.oracle_steps, {"loss": loss})) if progress else None
+        oracle, oracle_info = train_oracle(OracleTrainConfig(steps=cfg.oracle_steps, seed=cfg.seed), catalogue, cb,
+                                           version=__version__)
+        oracle.save(out, extra={"training": oracle_info})
+    timings["oracle_s"] = time.time() - t
+
+    # 2. data + VAE
+    t = time.time()
+    data = build_dataset(cfg.seed, cfg.scale, catalogue)
+    timings["dataset_s"] = time.time() - t
+    t = time.time()
+    vae_ckpt = ckpt_dir / "vae_done.pt"
+    if vae_ckpt.exists():
+        st = torch.load(vae_ckpt, weights_only=False)
+        vae = new_vae()
+        vae.load_state_dict(st["model"])
+        vae.register_to_config(scaling_factor=st["info"]["scaling_factor"])
+        vae_info = st["info"]
+    else:
+        vae, vae_info = train_vae(data.images, cfg, ckpt_dir / "vae.pt", progress)
+        vae_info.update(vae_quality(vae, oracle))
+        _save_ckpt(vae_ckpt, {"model": vae.state_dict(), "info": vae_info})
+    vae.eval().requires_grad_(False)
+    timings["vae_s"] = time.time() - t
+
+    # 3. latents of the whole dataset (posterior mean and std), then the diffusion model
+    t = time.time()
+    with torch.no_grad():
+        x = to_tensor(data.images) * 2 - 1
+        dists = [vae.encode(x[i:i + 512]).latent_dist for i in range(0, len(x), 512)]
+        lat_mean, lat_std = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+    timings["encode_s"] = time.time() - t
+    t = time.time()
+    unet, te, diff_info = train_diffusion(data.captions, lat_mean, lat_std, vae.config.scaling_factor, cfg, ckpt_dir,
+                                          progress)
+    timings["diffusion_s"] = time.time() - t
+    timings["total_s"] = time.time() - t_all
+
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=clip_tokenizer(), unet=unet,
+                                   scheduler=sample_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    manifest = {
+        "erasekit_version": __version__, "command": command or " ".join(sys.argv), "config": asdict(cfg),
+        "dataset": data.manifest, "oracle": {k: v for k, v in oracle_info.items() if k != "config"},
+        "oracle_weights_sha256": oracle.sha256, "vae": vae_info, "diffusion": diff_info,
+        "timings_s": timings, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "platform": platform.platform(), "families": list(FAMILIES),
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+    return out
