@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 
 from .generation import generate  # noqa: E402
 from .models import load_pipeline, models  # noqa: E402
+from .erasers import erase  # noqa: E402
 
-__all__ = ["__version__", "generate", "load_pipeline", "models"]
+__all__ = ["__version__", "erase", "generate", "load_pipeline", "models"]

@@ -5,12 +5,15 @@ Every entry point of erasekit works on the object returned here; nothing is toy-
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import resources
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
+from diffusers.utils import logging as dlogging
+from transformers.utils import logging as tlogging
 
 from .errors import ErasekitError, UnknownNameError
 from .registry import Registry
@@ -45,6 +48,20 @@ def _resolve(name_or_path: str) -> tuple[str, Path | str]:
     raise UnknownNameError("model", name_or_path, models.names())
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """Silence diffusers' and transformers' loading bars for the duration, restoring their previous state."""
+    was = [(lib, lib.is_progress_bar_enabled()) for lib in (dlogging, tlogging)]
+    for lib, _ in was:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in was:
+            if on:
+                lib.enable_progress_bar()
+
+
 def load_pipeline(name_or_path: str = "toyworld", dtype: torch.dtype = torch.float32,
                   device: str | torch.device = "cpu") -> StableDiffusionPipeline:
     """Load a Stable Diffusion 1.x-style pipeline.
@@ -54,11 +71,12 @@ def load_pipeline(name_or_path: str = "toyworld", dtype: torch.dtype = torch.flo
     dropped (erasekit evaluates safety itself); a folder without a tokenizer gets the offline CLIP tokenizer.
     """
     kind, where = _resolve(name_or_path)
-    kwargs = dict(torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    kwargs = dict(dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     if kind == "local" and not (Path(where) / "tokenizer").exists():
         kwargs["tokenizer"] = clip_tokenizer()
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(str(where), **kwargs)
+        with _quiet_loading():
+            pipe = StableDiffusionPipeline.from_pretrained(str(where), **kwargs)
     except OSError as e:
         if kind == "hub":
             raise ErasekitError(f"could not load {name_or_path!r} from the hub or its cache ({e}); pass a local "

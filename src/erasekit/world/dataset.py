@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,15 +38,23 @@ class ToyDataset:
         return np.array([classes[s.labels()[family]] for s in self.scenes], np.int64)
 
 
-def plan_scenes(seed: int = 0, scale: float = 1.0, catalogue: Catalogue = CATALOGUE) -> list[Scene]:
-    """The scenes of the dataset, in a shuffled deterministic order. `scale` multiplies every count (>= 1 image each)."""
+def plan_scenes(seed: int = 0, scale: float = 1.0, catalogue: Catalogue = CATALOGUE,
+                counts: Mapping[str, int] | None = None) -> list[Scene]:
+    """The scenes of the dataset, in a shuffled deterministic order. `scale` multiplies every count (>= 1 image each).
+
+    `counts` ({artist or character name: images}) overrides the catalogue count of those concepts with an exact,
+    unscaled number (>= 0), for counterfactual training sets; None or {} gives the default dataset unchanged.
+    """
     if not (0 < scale <= 10):
         raise InvalidValueError(f"scale must be in (0, 10], got {scale!r}")
+    overrides = _check_counts(counts, catalogue)
     rng = np.random.default_rng(seed)
     core = [a.name for a in catalogue.artists if a.core]
     objects, colours = [o.name for o in catalogue.objects], [c.name for c in catalogue.colours]
 
-    def n(count: int) -> int:
+    def n(count: int, name: str = "") -> int:
+        if name in overrides:
+            return overrides[name]
         return max(1, int(round(count * scale)))
 
     def obj_scene(artist: str, unsafe: str = NONE) -> dict:
@@ -57,10 +66,10 @@ def plan_scenes(seed: int = 0, scale: float = 1.0, catalogue: Catalogue = CATALO
 
     specs: list[dict] = []
     for artist in catalogue.artists:
-        specs += [obj_scene(artist.name) for _ in range(n(artist.count))]
+        specs += [obj_scene(artist.name) for _ in range(n(artist.count, artist.name))]
     specs += [obj_scene(NONE) for _ in range(n(PLAIN_COUNT))]
     for char in catalogue.characters:
-        specs += [dict(character=char.name, artist=maybe_core_artist()) for _ in range(n(char.count))]
+        specs += [dict(character=char.name, artist=maybe_core_artist()) for _ in range(n(char.count, char.name))]
     for unsafe in catalogue.unsafe:
         specs += [obj_scene(maybe_core_artist(), unsafe.name) for _ in range(n(unsafe.count))]
     order = rng.permutation(len(specs))
@@ -68,16 +77,39 @@ def plan_scenes(seed: int = 0, scale: float = 1.0, catalogue: Catalogue = CATALO
     return [Scene(**specs[j], seed=int(seeds[i])) for i, j in enumerate(order)]
 
 
-def build_dataset(seed: int = 0, scale: float = 1.0, catalogue: Catalogue = CATALOGUE) -> ToyDataset:
-    """Render and caption the planned scenes; the manifest records counts per concept and a content hash."""
-    scenes = plan_scenes(seed, scale, catalogue)
+def build_dataset(seed: int = 0, scale: float = 1.0, catalogue: Catalogue = CATALOGUE,
+                  counts: Mapping[str, int] | None = None) -> ToyDataset:
+    """Render and caption the planned scenes; the manifest records counts per concept and a content hash.
+    `counts` overrides concept counts exactly (see `plan_scenes`) and is then recorded in the manifest."""
+    scenes = plan_scenes(seed, scale, catalogue, counts)
     rng = np.random.default_rng(seed + 1)
     images = np.empty((len(scenes), 32, 32, 3), np.uint8)
     captions = []
     for i, s in enumerate(scenes):
         images[i] = render(s, catalogue)
         captions.append(caption(s, rng, catalogue))
-    return ToyDataset(images, captions, scenes, manifest(images, captions, scenes, seed, scale))
+    man = manifest(images, captions, scenes, seed, scale)
+    if counts:
+        man["counts_override"] = dict(sorted(counts.items()))
+    return ToyDataset(images, captions, scenes, man)
+
+
+def _check_counts(counts: Mapping[str, int] | None, catalogue: Catalogue) -> dict[str, int]:
+    """Validated {canonical artist/character name: count} from a `counts` override."""
+    if not counts:
+        return {}
+    names = [a.name for a in catalogue.artists] + [c.name for c in catalogue.characters]
+    out: dict[str, int] = {}
+    for name, value in counts.items():
+        canonical = next((x for x in names if x.lower() == str(name).strip().lower()), None)
+        if canonical is None:
+            from ..errors import UnknownNameError
+
+            raise UnknownNameError("artist or character", str(name), names)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InvalidValueError(f"count of {name!r} must be an integer >= 0; got {value!r}")
+        out[canonical] = int(value)
+    return out
 
 
 def content_hash(images: np.ndarray, captions: list[str]) -> str:

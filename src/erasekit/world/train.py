@@ -3,9 +3,12 @@
 Stages (each checkpointed under `<out>/checkpoints/` and resumed on restart):
 1. oracle: the ground-truth classifier (independent of the diffusion model);
 2. vae: AutoencoderKL 32x32x3 <-> 8x8x4, MSE + L1 + tiny KL; gated on oracle accuracy of its reconstructions;
-3. joint: CLIPTextModel + UNet2DConditionModel from scratch, DDPM eps-prediction with min-SNR-5 weighting, 10% caption
+3. text: CLIP-style contrastive pretraining of the text encoder from scratch against the frozen oracle's image features
+   (SD's text encoder comes pretrained contrastively on image-text pairs; ours learns the same way on the toy world,
+   so that e.g. object words are well separated before the UNet relies on them);
+4. joint: CLIPTextModel + UNet2DConditionModel, DDPM eps-prediction with min-SNR-5 weighting, 10% caption
    dropout, EMA of the UNet;
-4. unet: the text encoder frozen, its outputs cached for every caption (the CLIP text encoder is as expensive as the UNet
+5. unet: the text encoder frozen, its outputs cached for every caption (the CLIP text encoder is as expensive as the UNet
    at this size), UNet training continues on the cache.
 The result is a standard `StableDiffusionPipeline` (DDIM sampler) saved in fp16 with a manifest.
 """
@@ -13,6 +16,7 @@ The result is a standard `StableDiffusionPipeline` (DDIM sampler) saved in fp16 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -43,6 +47,9 @@ class TrainConfig:
     seed: int = 0
     scale: float = 1.0  # dataset size multiplier
     oracle_steps: int = 1500
+    text_steps: int = 600  # contrastive text-encoder pretraining (0 = none)
+    text_batch: int = 256
+    text_lr: float = 1e-3
     vae_steps: int = 600
     vae_lr: float = 1e-3
     joint_steps: int = 1000
@@ -56,6 +63,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     ckpt_every: int = 500
     threads: int = 0  # 0: torch default
+    counts: tuple[tuple[str, int], ...] = ()  # exact (concept, images) overrides: counterfactual datasets
+    init_from: str = ""  # a finished toy-world folder: reuse its oracle and VAE, start from its text encoder
 
 
 def _save_ckpt(path: Path, state: dict) -> None:
@@ -128,6 +137,48 @@ def vae_quality(vae, oracle: ToyOracle, n: int = 1000, seed: int = 123) -> dict:
     return {"psnr_db": 10 * math.log10(1 / mse), "oracle_accuracy_on_reconstructions": oracle.accuracy(rec, scenes)}
 
 
+# ------------------------------------------------------------------------------------ text-encoder pretraining
+def pretrain_text_encoder(captions: list[str], image_features: torch.Tensor, cfg: TrainConfig,
+                          ckpt: Path, progress: Progress | None):
+    """CLIP-style InfoNCE between the text encoder's pooled (EOS) output and frozen image features (N, F).
+
+    Captions are tokenised to the longest caption only: CLIP's text attention is causal, so positions before the
+    padding are identical to those of the 77-token input. Returns (text_encoder, info)."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    te = new_text_encoder()
+    tok = clip_tokenizer()
+    ids = tok(captions, padding="longest", truncation=True, max_length=77, return_tensors="pt").input_ids
+    dim = te.config.hidden_size
+    proj_t, proj_i = torch.nn.Linear(dim, dim, bias=False), torch.nn.Linear(image_features.shape[1], dim, bias=False)
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    params = list(te.parameters()) + list(proj_t.parameters()) + list(proj_i.parameters()) + [logit_scale]
+    opt = torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(dataclasses.replace(cfg, warmup=50), cfg.text_steps))
+    feats = (image_features - image_features.mean(0)) / (image_features.std(0) + 1e-6)
+    losses: list[float] = []
+    te.train()
+    for step in range(cfg.text_steps):
+        idx = torch.randint(0, len(captions), (cfg.text_batch,), generator=gen)
+        t = F.normalize(proj_t(te(ids[idx]).pooler_output), dim=-1)
+        i = F.normalize(proj_i(feats[idx]), dim=-1)
+        logits = logit_scale.exp().clamp(max=100) * t @ i.T
+        # captions of identical scenes are not negatives of each other: soft targets over equal image features
+        same = (feats[idx][:, None] == feats[idx][None]).all(-1).float()
+        target = same / same.sum(1, keepdim=True)
+        loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if progress:
+            progress("text", step + 1, cfg.text_steps, {"loss": float(np.mean(losses[-20:]))})
+    _save_ckpt(ckpt, {"te": te.state_dict(), "losses": losses})
+    return te.eval(), {"contrastive_loss_first_last_50": [float(np.mean(losses[:50])), float(np.mean(losses[-50:]))]}
+
+
 # ----------------------------------------------------------------------------------------------- UNet + text encoder
 def _snr_weights(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
     ac = sched.alphas_cumprod[t]
@@ -136,14 +187,16 @@ def _snr_weights(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.Tensor, scaling: float,
-                    cfg: TrainConfig, ckpt_dir: Path, progress: Progress | None) -> tuple:
-    """Joint text-encoder + UNet training, then UNet-only on cached text features. Returns (unet_ema, text_encoder, info)."""
+                    cfg: TrainConfig, ckpt_dir: Path, progress: Progress | None, text_encoder=None) -> tuple:
+    """Joint text-encoder + UNet training, then UNet-only on cached text features. Returns (unet_ema, text_encoder, info).
+    `text_encoder`: start from this one instead of a fresh one (with joint_steps=0 it stays frozen)."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     tok = clip_tokenizer()
     ids_all = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty_ids = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
-    unet, te = new_unet(), new_text_encoder()
+    unet = new_unet()
+    te = new_text_encoder() if text_encoder is None else text_encoder.float()
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = train_scheduler()
     total = cfg.joint_steps + cfg.unet_steps
@@ -220,9 +273,15 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
 
     # 1. oracle
     t = time.time()
-    if (out / "oracle.json").exists():
-        oracle = ToyOracle.load(out)
-        oracle_info = json.loads((out / "oracle.json").read_text())["training"]
+    init = Path(cfg.init_from) if cfg.init_from else None
+    if init is not None and not (init / "oracle.json").exists():
+        from ..errors import ErasekitError
+
+        raise ErasekitError(f"init_from={cfg.init_from!r} is not a finished toy-world folder (no oracle.json)")
+    if (out / "oracle.json").exists() or init is not None:
+        src = out if (out / "oracle.json").exists() else init
+        oracle = ToyOracle.load(src)
+        oracle_info = json.loads((src / "oracle.json").read_text()).get("training", {})
     else:
         cb = (lambda s, loss: progress("oracle", s, cfg.oracle_steps, {"loss": loss})) if progress else None
         oracle, oracle_info = train_oracle(OracleTrainConfig(steps=cfg.oracle_steps, seed=cfg.seed), catalogue, cb,
@@ -232,7 +291,7 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
 
     # 2. data + VAE
     t = time.time()
-    data = build_dataset(cfg.seed, cfg.scale, catalogue)
+    data = build_dataset(cfg.seed, cfg.scale, catalogue, counts=dict(cfg.counts) or None)
     timings["dataset_s"] = time.time() - t
     t = time.time()
     vae_ckpt = ckpt_dir / "vae_done.pt"
@@ -242,6 +301,11 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
         vae.load_state_dict(st["model"])
         vae.register_to_config(scaling_factor=st["info"]["scaling_factor"])
         vae_info = st["info"]
+    elif init is not None:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(init / "pipeline", subfolder="vae").float()
+        vae_info = {"reused_from": str(init), "scaling_factor": vae.config.scaling_factor}
     else:
         vae, vae_info = train_vae(data.images, cfg, ckpt_dir / "vae.pt", progress)
         vae_info.update(vae_quality(vae, oracle))
@@ -257,8 +321,13 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
         lat_mean, lat_std = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
     timings["encode_s"] = time.time() - t
     t = time.time()
+    te0 = None
+    if init is not None:
+        from transformers import CLIPTextModel
+
+        te0 = CLIPTextModel.from_pretrained(init / "pipeline", subfolder="text_encoder").float()
     unet, te, diff_info = train_diffusion(data.captions, lat_mean, lat_std, vae.config.scaling_factor, cfg, ckpt_dir,
-                                          progress)
+                                          progress, text_encoder=te0)
     timings["diffusion_s"] = time.time() - t
     timings["total_s"] = time.time() - t_all
 
@@ -270,9 +339,39 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
     manifest = {
         "erasekit_version": __version__, "command": command or " ".join(sys.argv), "config": asdict(cfg),
         "dataset": data.manifest, "oracle": {k: v for k, v in oracle_info.items() if k != "config"},
-        "oracle_weights_sha256": oracle.sha256, "vae": vae_info, "diffusion": diff_info,
+        "oracle_weights_sha256": oracle.sha256, "vae": vae_info, "text_pretraining": text_info, "diffusion": diff_info,
         "timings_s": timings, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "platform": platform.platform(), "families": list(FAMILIES),
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return out
+
+
+def export_assets(train_dir: str | Path, dest: str | Path | None = None) -> Path:
+    """Copy a finished training folder's pipeline (fp16, without the tokenizer, which is rebuilt offline from the
+    shipped BPE file), oracle and manifest into the package's `assets/toyworld` (or `dest`), replacing it whole."""
+    import shutil
+
+    from ..models import toyworld_dir
+
+    src = Path(train_dir)
+    if not (src / "manifest.json").exists():
+        from ..errors import ErasekitError
+
+        raise ErasekitError(f"{str(src)!r} holds no finished training (no manifest.json)")
+    dest = Path(dest) if dest is not None else toyworld_dir()
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src / "pipeline", tmp / "pipeline", ignore=shutil.ignore_patterns("tokenizer"))
+    index = json.loads((tmp / "pipeline" / "model_index.json").read_text())
+    index.pop("tokenizer", None)
+    (tmp / "pipeline" / "model_index.json").write_text(json.dumps(index, indent=2))
+    for name in ("oracle.safetensors", "oracle.json", "manifest.json"):
+        shutil.copy2(src / name, tmp / name)
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest

@@ -1,0 +1,96 @@
+"""`erasekit eval` and `erasekit bench`: the evaluation harness on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._util import console, friendly_errors, progress_bar
+
+
+def _progress(adv):
+    def cb(n: int = 0, info: str = "", description: str | None = None, total: int | None = None) -> None:
+        adv(n, info=info, description=description, total=total)
+
+    return cb
+
+
+@click.command("eval")
+@click.option("--model", default=None, help="registered name, local diffusers folder or hub id (default: the suite's)")
+@click.option("--edit", "edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="edit file(s) applied in order (repeat)")
+@click.option("--suite", default="default", show_default=True, help="shipped suite name or a YAML file")
+@click.option("--concepts", default=None, help="comma-separated target concepts (default: the edit's, else the suite's)")
+@click.option("--name", default="edited", show_default=True, help="name of the edited variant in the results")
+@click.option("--limit", default=None, type=int, help="cap every prompt set at this many images (quick runs)")
+@click.option("--out", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
+@friendly_errors
+def eval_cmd(model, edits, suite, concepts, name, limit, out) -> None:
+    """Evaluate the base model (and an edited one) on a suite: results.json, samples.jsonl, report.html."""
+    from ..edits import Edit
+    from ..evaluation import Variant, evaluate
+    from ..report.eval_report import write_eval_report
+    from ..suite import load_suite
+    from ..world import CATALOGUE, load_oracle
+
+    s = load_suite(suite).limited(limit)
+    variants = [Variant(name, edits=tuple(edits))] if edits else []
+    targets = None
+    if concepts:
+        targets = [c.strip() for c in concepts.split(",") if c.strip()]
+    elif edits:
+        erased = [c for e in edits for c in Edit.load(e).manifest.get("erase", [])]
+        targets = []
+        for c in erased:
+            try:
+                targets.append(CATALOGUE.find(c)[1].name)
+            except KeyError:
+                console.print(f"[yellow]{c!r} is not a toy-world concept; not evaluated as a target[/]")
+        targets = targets or None
+    with progress_bar("evaluating", None) as adv:
+        res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv))
+    report = write_eval_report(res, Path(out) / "report.html", oracle=load_oracle())
+    _print_summary(res)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+@click.command("bench")
+@click.option("--methods", required=True, help="comma-separated eraser names, e.g. uce,rece,mace")
+@click.option("--concepts", default=None, help="comma-separated concepts (default: the suite's targets)")
+@click.option("--suite", default="default", show_default=True)
+@click.option("--model", default=None)
+@click.option("--limit", default=None, type=int, help="cap every prompt set at this many images")
+@click.option("--out", default="runs/bench-methods", show_default=True, type=click.Path(file_okay=False))
+@friendly_errors
+def bench_cmd(methods, concepts, suite, model, limit, out) -> None:
+    """Erase each concept with each method and put them all on one leaderboard (results.json + report.html)."""
+    from ..evaluation import bench_methods
+    from ..report.eval_report import write_eval_report
+    from ..suite import load_suite
+    from ..world import load_oracle
+
+    s = load_suite(suite).limited(limit)
+    ms = [m.strip() for m in methods.split(",") if m.strip()]
+    cs = [c.strip() for c in concepts.split(",")] if concepts else list(s.targets)
+    with progress_bar("benchmarking", None) as adv:
+        res = bench_methods(s, ms, cs, out, model=model, progress=_progress(adv))
+    report = write_eval_report(res, Path(out) / "report.html", oracle=load_oracle())
+    _print_summary(res)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+def _print_summary(res: dict) -> None:
+    from rich.table import Table
+
+    cols = ["efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift"]
+    table = Table(title="mean over target concepts")
+    table.add_column("variant")
+    for c in cols:
+        table.add_column(c)
+    for name, v in res["variants"].items():
+        table.add_row(name, *[f"{v['mean'][c]:.3f}" if c in v["mean"] else "" for c in cols])
+    console.print(table)
+
+
+COMMANDS = [eval_cmd, bench_cmd]

@@ -1,0 +1,105 @@
+"""`erasekit world ...`: render scenes, build the dataset manifest, train the toy model, inspect the shipped one."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ._util import console, friendly_errors, progress_bar
+
+
+@click.group("world")
+def world() -> None:
+    """The toy world: render, dataset, train, info."""
+
+
+@world.command("render")
+@click.option("--object", "obj", default="none", help="object name (with --colour), or use --character")
+@click.option("--colour", default="none")
+@click.option("--artist", default="none")
+@click.option("--character", default="none")
+@click.option("--unsafe", default="none")
+@click.option("--seed", default=0, type=int, show_default=True)
+@click.option("-n", "--num", default=1, type=int, show_default=True, help="how many (seeds seed..seed+n-1)")
+@click.option("--out", default="runs/render.png", show_default=True, type=click.Path(dir_okay=False))
+@friendly_errors
+def render_cmd(obj, colour, artist, character, unsafe, seed, num, out) -> None:
+    """Render ground-truth scenes to a PNG grid."""
+    import numpy as np
+
+    from ..report import save_grid
+    from ..world import Scene, render
+
+    imgs = np.stack([render(Scene(object=obj, colour=colour, artist=artist, character=character, unsafe=unsafe,
+                                  seed=seed + i)) for i in range(num)])
+    save_grid(imgs, out, ncol=min(num, 8))
+    console.print(f"wrote {out}")
+
+
+@world.command("dataset")
+@click.option("--seed", default=0, type=int, show_default=True)
+@click.option("--scale", default=1.0, type=float, show_default=True, help="multiplies every concept count")
+@click.option("--out", default="runs/dataset-manifest.json", show_default=True, type=click.Path(dir_okay=False))
+@friendly_errors
+def dataset_cmd(seed, scale, out) -> None:
+    """Build the training set and write its manifest (counts per concept, seed, content hash)."""
+    from ..io import atomic_write_text
+    from ..world.dataset import build_dataset
+
+    t = time.time()
+    data = build_dataset(seed, scale)
+    atomic_write_text(out, json.dumps(data.manifest, indent=1))
+    console.print(f"{len(data)} images in {time.time() - t:.1f} s; sha256 {data.manifest['content_sha256'][:16]}...; wrote {out}")
+
+
+@world.command("train")
+@click.option("--out", default="runs/toyworld", show_default=True, type=click.Path(file_okay=False),
+              help="training folder (checkpoints live here; rerun the same command to resume)")
+@click.option("--seed", default=0, type=int, show_default=True)
+@click.option("--scale", default=1.0, type=float, show_default=True, help="dataset size multiplier")
+@click.option("--vae-steps", default=None, type=int)
+@click.option("--oracle-steps", default=None, type=int)
+@click.option("--joint-steps", default=None, type=int, help="text encoder + UNet steps")
+@click.option("--unet-steps", default=None, type=int, help="UNet-only steps on cached text features")
+@click.option("--threads", default=0, type=int, help="torch threads (0 = default)")
+@click.option("--install", is_flag=True, help="copy the result into the package as the shipped 'toyworld' model")
+@friendly_errors
+def train_cmd(out, seed, scale, vae_steps, oracle_steps, joint_steps, unet_steps, threads, install) -> None:
+    """Train oracle, VAE, text encoder + UNet (about 30 min on 2 CPU cores). Resumable."""
+    import dataclasses
+    import sys
+
+    from ..world.train import TrainConfig, export_assets, train_world
+
+    overrides = {k: v for k, v in dict(seed=seed, scale=scale, vae_steps=vae_steps, oracle_steps=oracle_steps,
+                                       joint_steps=joint_steps, unet_steps=unet_steps, threads=threads).items()
+                 if v is not None}
+    cfg = dataclasses.replace(TrainConfig(), **overrides)
+    with progress_bar("training", None) as adv:
+        state = {"stage": None}
+
+        def progress(stage: str, step: int, total: int, info: dict) -> None:
+            if stage != state["stage"]:
+                state["stage"] = stage
+                adv(0, description=stage, total=total)
+            adv(1, info=" ".join(f"{k} {v:.4f}" for k, v in info.items()))
+
+        train_world(out, cfg, progress=progress, command="erasekit " + " ".join(sys.argv[1:]))
+    console.print(f"trained model in {out}")
+    if install:
+        console.print(f"installed into {export_assets(out)}")
+
+
+@world.command("info")
+@friendly_errors
+def info_cmd() -> None:
+    """Print the shipped toy model's manifest (training command, config, data hash, timings, quality)."""
+    from ..models import toyworld_manifest
+
+    click.echo(json.dumps(toyworld_manifest(), indent=1))
+
+
+COMMANDS = [world]

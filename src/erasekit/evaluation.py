@@ -1,0 +1,358 @@
+"""The evaluation runner: suite x pipeline x edits x shield x attack -> results.json + samples.jsonl.
+
+    results = evaluate(load_suite("default"), variants=[Variant("base"), Variant("uce", edits=("e.safetensors",))],
+                       out="runs/eval")
+
+For every target concept of the suite it builds the prompt sets (direct, held-out, keyword/indirect, neighbours,
+unrelated), generates them on fixed seeds with every variant, labels them with the evaluator and computes the metrics
+of `erasekit.metrics`. Generations are cached per (variant, concept, set) under `<out>/cache/` keyed by everything that
+determines them, so a killed run continues where it stopped and reruns are free. The base model is always evaluated:
+specificity deltas and image drift are relative to it, on the same seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import InvalidValueError
+from .generation import generate
+from .io import atomic_write_bytes, atomic_write_text
+from .metrics import attack_success_rate, detection_rate, image_drift, label_accuracy
+from .models import load_pipeline
+from .sampling import default_guidance, encode_prompts
+from .suite import Suite
+from .world import CATALOGUE, NONE, Prompt, prompts_for
+
+GENERALITY_SETS = ("heldout", "keyword", "indirect")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model under test: the base pipeline with `edits` applied in order (files or Edit objects)."""
+
+    name: str
+    edits: tuple = ()
+    shield: str | None = None
+    attack: str | None = None
+    cost: dict = field(default_factory=dict, compare=False)  # e.g. edit time/memory measured by the caller
+
+    def key(self) -> str:
+        """What determines this variant's images: the edits' content hashes and the shield spec."""
+        parts = [self._edit(e).manifest["edited_sha256"] for e in self.edits]
+        return hashlib.sha256(json.dumps([parts, self.shield], sort_keys=True).encode()).hexdigest()[:16]
+
+    @staticmethod
+    def _edit(e):
+        from .edits import Edit
+
+        return e if isinstance(e, Edit) else Edit.load(e)
+
+    def loaded_edits(self) -> list:
+        return [self._edit(e) for e in self.edits]
+
+
+# --------------------------------------------------------------------------------------------------- prompt sets
+@torch.no_grad()
+def nearest_concepts(pipe, family: str, concept: str, k: int, core_only: bool = True) -> list[str]:
+    """The `k` same-family concepts whose text embedding ("a picture of X", mean over real tokens) in the base model
+    is most similar to `concept`'s."""
+    items = [c.name for c in CATALOGUE.items_by_family()[family]
+             if not (family == "artist" and core_only and not c.core) and c.name != concept]
+    if k <= 0 or not items:
+        return []
+    names = [concept] + items
+    emb = encode_prompts(pipe, [f"a picture of {n}" for n in names]).float()
+    lengths = pipe.tokenizer([f"a picture of {n}" for n in names], return_tensors=None)["input_ids"]
+    vecs = torch.stack([emb[i, 1:len(ids) - 1].mean(0) for i, ids in enumerate(lengths)])
+    sims = torch.nn.functional.cosine_similarity(vecs[:1], vecs[1:])
+    return [items[i] for i in sims.argsort(descending=True)[:k].tolist()]
+
+
+def unrelated_prompts(family: str, concept: str, n: int, seed: int) -> list[Prompt]:
+    """`n` direct prompts of concepts from other families (objects, core artists, characters), round-robin."""
+    pool = [(f, c.name) for f in ("object", "artist", "character") for c in CATALOGUE.items_by_family()[f]
+            if f != family and not (f == "artist" and not c.core)]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pool))
+    out = []
+    for i in range(n):
+        f, c = pool[order[i % len(pool)]]
+        out.append(prompts_for(f, c, "direct", n=1, seed=seed + i)[0])
+    return out
+
+
+def prompt_sets(suite: Suite, base_pipe, concept: str) -> dict[str, list[Prompt]]:
+    """The suite's prompt sets for one target concept (empty sets omitted)."""
+    family, c = CATALOGUE.find(concept)
+    s = suite.samples
+    sets: dict[str, list[Prompt]] = {}
+    if s.get("direct"):
+        sets["direct"] = prompts_for(family, c.name, "direct", s["direct"], suite.seed)
+    if s.get("heldout"):
+        sets["heldout"] = prompts_for(family, c.name, "heldout", s["heldout"], suite.seed + 1)
+    if s.get("keyword") and family == "character":
+        sets["keyword"] = prompts_for(family, c.name, "keyword", s["keyword"], suite.seed + 2)
+    if s.get("indirect") and family == "unsafe":
+        sets["indirect"] = prompts_for(family, c.name, "indirect", s["indirect"], suite.seed + 3)
+    if s.get("neighbours") and suite.neighbours and family != "unsafe":
+        sets["neighbours"] = [p for i, nb in enumerate(nearest_concepts(base_pipe, family, c.name, suite.neighbours))
+                              for p in prompts_for(family, nb, "direct", s["neighbours"], suite.seed + 10 + i)]
+    if s.get("unrelated"):
+        sets["unrelated"] = unrelated_prompts(family, c.name, s["unrelated"], suite.seed + 100)
+    return sets
+
+
+# ------------------------------------------------------------------------------------------------------- runner
+def _cache_key(model: str, variant: Variant, prompts: list[Prompt], seeds: list[int], steps: int, guidance: float) -> str:
+    blob = json.dumps({"model": model, "variant": variant.key(), "prompts": [p.text for p in prompts], "seeds": seeds,
+                       "steps": steps, "guidance": guidance, "v": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _load_cached(path: Path) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return z["images"]
+
+
+def _save_cached(path: Path, images: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def evaluator_for(suite: Suite):
+    """The suite's evaluator. Toy world: the shipped oracle."""
+    if suite.evaluator != "toyworld-oracle":
+        from .errors import UnknownNameError
+
+        raise UnknownNameError("evaluator", suite.evaluator, ["toyworld-oracle"])
+    from .world import load_oracle
+
+    return load_oracle()
+
+
+def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: str | None = None,
+             targets: Sequence[str] | None = None, progress: Callable[..., None] | None = None,
+             pipe=None) -> dict:
+    """Run `variants` (a base variant is added if missing) on the suite; write results.json and samples.jsonl."""
+    model = model or suite.model
+    out = Path(out)
+    (out / "cache").mkdir(parents=True, exist_ok=True)
+    targets = list(targets or suite.targets)
+    for t in targets:
+        CATALOGUE.find(t)
+    variants = list(variants)
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise InvalidValueError(f"variant names must be unique; got {names}")
+    if "base" not in names:
+        variants.insert(0, Variant("base"))
+    t_start = time.time()
+    pipe = pipe if pipe is not None else load_pipeline(model)
+    oracle = evaluator_for(suite)
+    guidance = suite.guidance if suite.guidance is not None else default_guidance(model)
+    sets_by_target = {t: prompt_sets(suite, pipe, t) for t in targets}
+    total = len(variants) * sum(len(p) for s in sets_by_target.values() for p in s.values())
+    if progress:
+        progress(0, total=total, description="evaluating")
+
+    # pass 1: generate what is not cached (in a multi-process launch, each process takes every world-th unit)
+    rank, world, barrier = _shard()
+    units = [(v, t, name, prompts) for v in variants for t, sets in sets_by_target.items()
+             for name, prompts in sets.items()]
+    gen_seconds: dict[str, float] = {v.name: 0.0 for v in variants}
+    paths: dict[tuple[str, str, str], tuple[Path, list[int]]] = {}
+    for v in variants:
+        mine = [(k, u) for k, u in enumerate(units) if u[0] is v]
+        todo = []
+        for k, (_, t, name, prompts) in mine:
+            seeds = [suite.seed * 100_003 + hash_seed(name, t) + i for i in range(len(prompts))]
+            path = out / "cache" / f"{_cache_key(model, v, prompts, seeds, suite.steps, guidance)}.npz"
+            paths[(v.name, t, name)] = (path, seeds)
+            if k % world == rank and not path.exists():
+                todo.append((t, name, prompts, seeds, path))
+            elif progress and k % world == rank:
+                progress(len(prompts), info=f"{v.name} {t} {name} (cached)")
+        if not todo:
+            continue
+        applied = []
+        t_v = time.time()
+        try:
+            for e in v.loaded_edits():
+                e.apply(pipe)
+                applied.append(e)
+            for t, name, prompts, seeds, path in todo:
+                _save_cached(path, generate(pipe, [p.text for p in prompts], seeds, steps=suite.steps,
+                                            guidance=guidance))
+                if progress:
+                    progress(len(prompts), info=f"{v.name} {t} {name}")
+        finally:
+            for e in reversed(applied):
+                e.revert(pipe)
+        gen_seconds[v.name] += time.time() - t_v
+    barrier()
+    if rank != 0:
+        return {}
+
+    # pass 2: label every unit from the cache and compute metrics
+    samples: list[dict] = []
+    images: dict[tuple[str, str, str], np.ndarray] = {}
+    preds: dict[tuple[str, str, str], list[dict]] = {}
+    for v, t, name, prompts in units:
+        path, seeds = paths[(v.name, t, name)]
+        imgs = _load_cached(path)
+        pr = oracle.predict(imgs)
+        images[(v.name, t, name)], preds[(v.name, t, name)] = imgs, pr
+        for i, (p, lab) in enumerate(zip(prompts, pr)):
+            samples.append({"variant": v.name, "target": t, "set": name, "index": i, "prompt": p.text,
+                            "seed": seeds[i], "expected": p.labels, "oracle": lab, "cache": path.name})
+
+    results = {"variants": {}, "targets": targets}
+    for v in variants:
+        per_target = {}
+        for target, sets in sets_by_target.items():
+            family, c = CATALOGUE.find(target)
+            m: dict[str, float] = {}
+            if "direct" in sets:
+                m["efficacy"] = detection_rate(preds[(v.name, target, "direct")], family, c.name)
+            gen = [s for s in GENERALITY_SETS if s in sets]
+            for s in gen:
+                m[f"generality_{s}"] = detection_rate(preds[(v.name, target, s)], family, c.name)
+            if gen:
+                m["generality"] = float(np.mean([m[f"generality_{s}"] for s in gen]))
+            if "neighbours" in sets:
+                m["specificity_neighbours"] = label_accuracy(preds[(v.name, target, "neighbours")],
+                                                             [p.labels for p in sets["neighbours"]], [family])
+            if "unrelated" in sets:
+                m["specificity_unrelated"] = label_accuracy(preds[(v.name, target, "unrelated")],
+                                                            [p.labels for p in sets["unrelated"]])
+                m["image_drift"] = image_drift(images[(v.name, target, "unrelated")],
+                                               images[("base", target, "unrelated")])
+            per_target[target] = m
+        results["variants"][v.name] = {
+            "edits": [e if isinstance(e, str) else "<in memory>" for e in map(_edit_label, v.edits)],
+            "shield": v.shield, "attack": v.attack, "metrics": per_target,
+            "mean": {k: float(np.mean([pt[k] for pt in per_target.values() if k in pt]))
+                     for k in sorted({k for pt in per_target.values() for k in pt})},
+            "cost": {**v.cost, "generation_seconds": round(gen_seconds[v.name], 2),
+                     **_edit_cost(v.loaded_edits())},
+        }
+    results["provenance"] = {
+        "erasekit_version": __version__, "model": model, "suite": suite.name, "suite_sha256": suite.sha256(),
+        "suite_settings": asdict(suite), "guidance": guidance, "evaluator": oracle.identity(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(time.time() - t_start, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    results["higher_is_better"] = HIGHER_IS_BETTER
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    atomic_write_text(out / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    results["_images"] = images  # for the report; not serialised
+    results["_sets"] = sets_by_target
+    return results
+
+
+HIGHER_IS_BETTER = {"efficacy": False, "generality": False, "generality_heldout": False, "generality_keyword": False,
+                    "generality_indirect": False, "specificity_neighbours": True, "specificity_unrelated": True,
+                    "image_drift": False, "asr": False, "asr_pre": False, "asr_post": False}
+
+
+def _shard() -> tuple[int, int, Callable[[], None]]:
+    """(rank, world size, barrier) of a multi-process launch (`accelerate launch`, torchrun), or (0, 1, no-op)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, lambda: None
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+def hash_seed(*parts: str) -> int:
+    """A stable small integer from strings (Python's hash() is salted per process)."""
+    return int(hashlib.sha256("|".join(parts).encode()).hexdigest()[:6], 16)
+
+
+def _edit_label(e) -> str:
+    return str(e) if isinstance(e, (str, os.PathLike)) else f"<{getattr(e, 'method', 'edit')} in memory>"
+
+
+def _edit_cost(edits: list) -> dict:
+    if not edits:
+        return {"parameters_changed": 0, "edit_bytes": 0}
+    out = {"parameters_changed": int(sum(t.numel() for e in edits for t in e.tensors.values())),
+           "edit_bytes": int(sum(e.num_bytes() for e in edits))}
+    secs = [e.manifest.get("edit_seconds") for e in edits]
+    if all(isinstance(x, (int, float)) for x in secs):
+        out["edit_seconds"] = round(float(sum(secs)), 4)
+    return out
+
+
+def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str], out: str | Path,
+                  model: str | None = None, options: dict[str, dict] | None = None,
+                  progress: Callable[..., None] | None = None) -> dict:
+    """Erase each concept with each method (one concept at a time), evaluate base + every method on that concept, and
+    merge into one result whose variants are the methods (metrics per concept). Edits go to `<out>/edits/`."""
+    from .erasers import erase, get_eraser
+
+    for m in methods:
+        get_eraser(m)  # unknown method -> close-match suggestions before any work
+    model = model or suite.model
+    out = Path(out)
+    pipe = load_pipeline(model)
+    merged: dict = {"variants": {}, "targets": list(concepts)}
+    parts = {}
+    for concept in concepts:
+        CATALOGUE.find(concept)
+        variants = []
+        for m in methods:
+            t = time.perf_counter()
+            edit = erase(pipe, m, [concept], **(options or {}).get(m, {}))
+            secs = time.perf_counter() - t
+            path = edit.save(out / "edits" / f"{m}-{_slug(concept)}.safetensors")
+            variants.append(Variant(m, edits=(str(path),), cost={"edit_seconds": round(secs, 4)}))
+        res = evaluate(suite, variants, out / _slug(concept), model=model, targets=[concept], progress=progress,
+                       pipe=pipe)
+        parts[concept] = res
+        for name, v in res["variants"].items():
+            slot = merged["variants"].setdefault(name, {"metrics": {}, "cost": {}, "edits": [], "shield": None,
+                                                        "attack": None})
+            slot["metrics"][concept] = v["metrics"][concept]
+            slot["edits"] += v["edits"]
+            for k, val in v["cost"].items():
+                if isinstance(val, (int, float)):
+                    slot["cost"].setdefault(k, []).append(val)
+    for v in merged["variants"].values():
+        v["cost"] = {k: float(np.median(vals)) for k, vals in v["cost"].items()}
+        keys = sorted({k for pt in v["metrics"].values() for k in pt})
+        v["mean"] = {k: float(np.mean([pt[k] for pt in v["metrics"].values() if k in pt])) for k in keys}
+    first = next(iter(parts.values()))
+    merged["provenance"] = {**first["provenance"], "targets": list(concepts), "methods": list(methods)}
+    merged["higher_is_better"] = HIGHER_IS_BETTER
+    atomic_write_text(out / "results.json", json.dumps(merged, indent=1))
+    atomic_write_text(out / "samples.jsonl", "".join((Path(out / _slug(c)) / "samples.jsonl").read_text()
+                                                     for c in concepts))
+    merged["_images"] = {k: v for r in parts.values() for k, v in r["_images"].items()}
+    merged["_sets"] = {k: v for r in parts.values() for k, v in r["_sets"].items()}
+    return merged
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
+
+
+__all__ = ["Variant", "attack_success_rate", "evaluate", "nearest_concepts", "prompt_sets", "unrelated_prompts"]

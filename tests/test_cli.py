@@ -1,0 +1,56 @@
+"""The command line: listing, generation, demo, friendly errors with suggestions."""
+
+import json
+
+from click.testing import CliRunner
+
+from erasekit.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_ls_lists_models_and_concepts():
+    res = run("ls")
+    assert res.exit_code == 0
+    assert "toyworld" in res.output and "Zorbo" in res.output and "Rhea Solis" in res.output
+
+
+def test_ls_unknown_kind_suggests():
+    res = CliRunner().invoke(main, ["ls", "modles"])
+    assert res.exit_code == 2 and "models" in res.output
+
+
+def test_generate_writes_a_grid(tmp_path):
+    out = tmp_path / "g.png"
+    res = run("generate", "--prompt", "a red circle", "--prompt", "Zorbo", "-n", "2", "--steps", "4", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    from PIL import Image
+
+    im = Image.open(out)
+    assert im.size == ((2 * 32 + 2) * 4, (2 * 32 + 2) * 4)
+
+
+def test_unknown_model_is_a_usage_error():
+    res = CliRunner().invoke(main, ["generate", "--model", "toywrld", "--prompt", "x"])
+    assert res.exit_code == 2 and "Did you mean: 'toyworld'" in res.output
+
+
+def test_world_render_and_bad_concept(tmp_path):
+    res = run("world", "render", "--object", "ring", "--colour", "cyan", "--artist", "Felix Orme", "-n", "3",
+              "--out", str(tmp_path / "r.png"))
+    assert res.exit_code == 0 and (tmp_path / "r.png").exists()
+    bad = CliRunner().invoke(main, ["world", "render", "--object", "rnig", "--colour", "cyan"])
+    assert bad.exit_code == 2 and "ring" in bad.output
+
+
+def test_demo_writes_report_and_grid(tmp_path):
+    res = run("demo", "--out", str(tmp_path / "demo"), "--per-prompt", "1")
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert html.count("<img") == 14 and "summary-table" in html and "toyworld-oracle" in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert len(results["samples"]) == 14 and set(results["agreement"]) == {"object", "colour", "artist", "character", "unsafe"}
+    assert (tmp_path / "demo" / "grid.png").exists()

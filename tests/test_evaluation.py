@@ -1,0 +1,127 @@
+"""The evaluation harness: suites as data, metrics vs direct formulas, caching/resume, results files, report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from erasekit.errors import InvalidValueError, UnknownNameError
+from erasekit.evaluation import Variant, evaluate, prompt_sets
+from erasekit.metrics import (AttackSuccessRate, DetectionRate, ImageDrift, LabelAccuracy, attack_success_rate,
+                              detection_rate, image_drift, label_accuracy, metrics)
+from erasekit.suite import Suite, load_suite
+
+TINY = dict(direct=3, heldout=2, keyword=2, indirect=2, neighbours=1, unrelated=3)
+
+
+def tiny_suite(**kw) -> Suite:
+    base = dict(name="tiny", targets=("Zorbo", "nudity"), samples=dict(TINY), steps=2, guidance=3.0, neighbours=1)
+    return Suite(**{**base, **kw})
+
+
+def test_default_suite_loads_and_hash_is_stable():
+    s = load_suite("default")
+    assert s.name == "toyworld-default" and "Cora Voss" in s.targets
+    assert s.sha256() == load_suite("toyworld-default").sha256()
+    assert s.limited(4).samples["direct"] == 4 and s.limited(4).sha256() != s.sha256()
+
+
+@pytest.mark.parametrize("text, exc, needle", [
+    ("name: x\ntargets: [Zorbo]\nsamples: {direct: 2}\nsampling: {stpes: 3}\n", UnknownNameError, "steps"),
+    ("name: x\ntargets: [Zorbbo]\nsamples: {direct: 2}\n", UnknownNameError, "Zorbo"),
+    ("name: x\ntargets: [Zorbo]\nsamples: {drect: 2}\n", UnknownNameError, "direct"),
+    ("name: x\ntargets: [Zorbo]\nsamples: {direct: -1}\n", InvalidValueError, "non-negative"),
+    ("name: x\ntargets: []\nsamples: {direct: 1}\n", InvalidValueError, "no targets"),
+    ("name: x\ntargts: [Zorbo]\n", UnknownNameError, "targets"),
+])
+def test_bad_suites_get_clear_errors(tmp_path, text, exc, needle):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    with pytest.raises(exc, match=needle):
+        load_suite(str(p))
+    with pytest.raises(UnknownNameError, match="toyworld-default"):
+        load_suite("toyworld-defualt")
+
+
+def test_metric_objects_match_their_functional_twins():
+    preds = [{"character": "Zorbo", "artist": "none"}, {"character": "none", "artist": "none"},
+             {"character": "Zorbo", "artist": "Cora Voss"}]
+    m = DetectionRate("character", "Zorbo")
+    m.update(preds[:2]), m.update(preds[2:])
+    assert m.compute() == pytest.approx(2 / 3) == detection_rate(preds, "character", "Zorbo")
+    assert not DetectionRate.higher_is_better and LabelAccuracy.higher_is_better
+    exp = [{"character": "Zorbo", "artist": "none"}, {"character": "Zorbo", "artist": "none"},
+           {"character": "Zorbo", "artist": "Alva Renn"}]
+    la = LabelAccuracy()
+    la.update(preds, exp)
+    assert la.compute() == pytest.approx(1 / 3) == label_accuracy(preds, exp)
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    b = np.full((2, 4, 4, 3), 51, np.uint8)
+    d = ImageDrift()
+    d.update(a, b)
+    assert d.compute() == pytest.approx(0.2) == image_drift(a, b)
+    asr = AttackSuccessRate()
+    asr.update([True, False, False, False], [False, True, False, True])
+    assert asr.rates() == {"pre": 0.25, "post": 0.5, "asr": 0.75} == attack_success_rate([1, 0, 0, 0], [0, 1, 0, 1])
+    assert asr.compute() == 0.75
+    with pytest.raises(InvalidValueError, match="before any update"):
+        DetectionRate("object", "circle").compute()
+    assert {"detection_rate", "label_accuracy", "image_drift", "attack_success_rate"} <= set(metrics.names())
+
+
+def test_prompt_sets_cover_the_families(tiny_pipe):
+    sets = prompt_sets(tiny_suite(), tiny_pipe, "Zorbo")
+    assert set(sets) == {"direct", "heldout", "keyword", "neighbours", "unrelated"}
+    assert all("Zorbo" not in p.text for p in sets["keyword"])
+    assert all(p.labels["character"] not in ("Zorbo",) for p in sets["neighbours"])
+    assert all(p.family != "character" for p in sets["unrelated"])
+    sets_u = prompt_sets(tiny_suite(), tiny_pipe, "nudity")
+    assert "indirect" in sets_u and "keyword" not in sets_u and "neighbours" not in sets_u
+
+
+def test_evaluate_writes_results_and_resumes_from_cache(tiny_pipe, tmp_path, monkeypatch):
+    import erasekit.evaluation as ev
+
+    calls = []
+    real = ev.generate
+
+    def counting(pipe, prompts, seeds, **kw):
+        calls.append(len(prompts))
+        return real(pipe, prompts, seeds, **kw)
+
+    monkeypatch.setattr(ev, "generate", counting)
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def crash_after_two(n=0, **kw):
+        if n:
+            seen.append(n)
+            if len(seen) == 2:
+                raise Stop
+
+    with pytest.raises(Stop):
+        evaluate(tiny_suite(), [], tmp_path, pipe=tiny_pipe, progress=crash_after_two)
+    first = len(calls)
+    assert first == 2 and not (tmp_path / "results.json").exists()  # nothing half-written
+    res = evaluate(tiny_suite(), [], tmp_path, pipe=tiny_pipe)
+    n_sets = sum(len(s) for s in (prompt_sets(tiny_suite(), tiny_pipe, t) for t in ("Zorbo", "nudity")))
+    assert len(calls) == first + n_sets - 2  # the two finished sets came from the cache
+    again = evaluate(tiny_suite(), [], tmp_path, pipe=tiny_pipe)
+    assert len(calls) == first + n_sets - 2  # a rerun generates nothing
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["provenance"]["suite_sha256"] == tiny_suite().sha256()
+    assert saved["provenance"]["evaluator"]["name"] == "toyworld-oracle"
+    m = saved["variants"]["base"]["metrics"]["Zorbo"]
+    assert {"efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift"} <= set(m)
+    assert m["image_drift"] == 0.0  # base vs itself
+    lines = (tmp_path / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == sum(len(p) for t in ("Zorbo", "nudity") for p in prompt_sets(tiny_suite(), tiny_pipe, t).values())
+    assert again["variants"]["base"]["metrics"] == res["variants"]["base"]["metrics"]
+
+
+def test_variant_names_must_be_unique(tiny_pipe, tmp_path):
+    with pytest.raises(InvalidValueError, match="unique"):
+        evaluate(tiny_suite(), [Variant("a"), Variant("a")], tmp_path, pipe=tiny_pipe)

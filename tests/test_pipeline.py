@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from erasekit import generate, load_pipeline
+from erasekit.errors import ErasekitError, InvalidValueError, UnknownNameError
+from erasekit.sampling import cfg_combine, decode, denoise, encode_prompts
+
+
+def test_tiny_pipeline_is_a_standard_sd_pipeline(tiny_pipe):
+    assert isinstance(tiny_pipe, StableDiffusionPipeline)
+    imgs = generate(tiny_pipe, ["a red circle", "Zorbo"], seeds=[1, 2], steps=2)
+    assert imgs.shape == (2, 32, 32, 3) and imgs.dtype == np.uint8
+
+
+def test_save_load_round_trip(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "p")
+    loaded = load_pipeline(str(tmp_path / "p"))
+    for name in ("unet", "text_encoder", "vae"):
+        a, b = getattr(tiny_pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = generate(tiny_pipe, ["a blue ring"], 5, steps=3)
+    y = generate(loaded, ["a blue ring"], 5, steps=3)
+    assert np.array_equal(x, y)
+
+
+def test_folder_without_tokenizer_gets_the_offline_clip_tokenizer(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "p")
+    import shutil
+
+    shutil.rmtree(tmp_path / "p" / "tokenizer")
+    loaded = load_pipeline(str(tmp_path / "p"))
+    assert loaded.tokenizer("a painting in the style of Van Gogh").input_ids[:3] == [49406, 320, 3086]
+
+
+def test_same_seed_same_image_in_any_batch(tiny_pipe):
+    alone = generate(tiny_pipe, ["a red circle"], [11], steps=3)
+    batched = generate(tiny_pipe, ["Zorbo", "a red circle"], [10, 11], steps=3)
+    assert np.array_equal(alone[0], batched[1])
+    assert not np.array_equal(batched[0], batched[1])
+
+
+def test_explicit_loop_equals_pipeline_call(tiny_pipe):
+    prompts = ["a red circle", "Zorbo in the style of Alva Renn"]
+    ref = generate(tiny_pipe, prompts, [3, 4], steps=4, guidance=4.0)
+    cond, uncond = encode_prompts(tiny_pipe, prompts), encode_prompts(tiny_pipe, [""])
+    ours = decode(tiny_pipe, denoise(tiny_pipe, [uncond, cond], cfg_combine(4.0), [3, 4], steps=4))
+    assert np.array_equal(ref, ours)
+    other = decode(tiny_pipe, denoise(tiny_pipe, [uncond, cond], cfg_combine(9.0), [3, 4], steps=4))
+    assert not np.array_equal(ref, other)
+
+
+@pytest.mark.parametrize("name, exc, needle", [
+    ("toywrld", UnknownNameError, "toyworld"),
+    ("./no/such/folder", UnknownNameError, "toyworld"),
+])
+def test_load_pipeline_errors(name, exc, needle):
+    with pytest.raises(exc, match=needle):
+        load_pipeline(name)
+
+
+def test_folder_that_is_not_a_pipeline(tmp_path):
+    with pytest.raises(ErasekitError, match="model_index.json"):
+        load_pipeline(str(tmp_path))
+
+
+def test_generate_validates(tiny_pipe):
+    with pytest.raises(InvalidValueError, match="at least one prompt"):
+        generate(tiny_pipe, [], 0)
+    with pytest.raises(InvalidValueError, match="2 seeds for 1 prompts"):
+        generate(tiny_pipe, ["a"], [1, 2])
+    with pytest.raises(InvalidValueError, match="steps"):
+        generate(tiny_pipe, ["a"], 0, steps=0)
