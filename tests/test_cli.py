@@ -46,11 +46,14 @@ def test_world_render_and_bad_concept(tmp_path):
 
 
 def test_demo_writes_report_and_grid(tmp_path):
-    res = run("demo", "--out", str(tmp_path / "demo"), "--per-prompt", "1")
+    res = run("demo", "--out", str(tmp_path / "demo"), "--per-prompt", "1", "--methods", "uce", "--limit", "2")
     assert res.exit_code == 0, res.output
     html = (tmp_path / "demo" / "report.html").read_text()
-    assert html.count("<img") == 14 and "summary-table" in html and "toyworld-oracle" in html
+    assert "summary-table" in html and "toyworld-oracle" in html and 'id="leaderboard-table"' in html
+    assert html.count("<img") >= 14 + 2 + 2 * 2  # generations, two plots, base and uce grids
+    assert (tmp_path / "demo" / "erasure" / "edits" / "uce-zorbo.safetensors").exists()
     assert "http://" not in html and "https://" not in html  # self-contained
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert len(results["samples"]) == 14 and set(results["agreement"]) == {"object", "colour", "artist", "character", "unsafe"}
+    assert set(results["erasure"]["variants"]) == {"base", "uce"}
     assert (tmp_path / "demo" / "grid.png").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -19,8 +20,24 @@ from .errors import ErasekitError, UnknownNameError
 from .registry import Registry
 from .tokenizer import clip_tokenizer
 
-models: Registry[str] = Registry("model")
-models.add("toyworld", "erasekit:assets/toyworld", help="the shipped 32x32 toy-world Stable Diffusion (trained from scratch)")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a registered model lives: a folder inside the package, a local folder, or a hub id."""
+
+    package_path: str = ""  # relative to the erasekit package, e.g. "assets/toyworld/pipeline"
+    location: str = ""  # a local folder or a hub id
+
+    def resolve(self) -> str:
+        if self.package_path:
+            return str(resources.files("erasekit").joinpath(self.package_path))
+        return self.location
+
+
+models: Registry[ModelSource] = Registry("model")
+models.add("toyworld", ModelSource(package_path="assets/toyworld/pipeline"),
+           help="the shipped 32x32 toy-world Stable Diffusion (trained from scratch)")
 
 
 def toyworld_dir() -> Path:
@@ -34,10 +51,7 @@ def toyworld_manifest() -> dict:
 
 def _resolve(name_or_path: str) -> tuple[str, Path | str]:
     if name_or_path in models:
-        target = models.get(name_or_path)
-        if target.startswith("erasekit:"):
-            return "local", Path(str(resources.files("erasekit").joinpath(target.split(":", 1)[1]))) / "pipeline"
-        return _resolve(target)
+        return _resolve(models.get(name_or_path).resolve())
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "model_index.json").exists():

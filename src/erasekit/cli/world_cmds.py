@@ -62,12 +62,13 @@ def dataset_cmd(seed, scale, out) -> None:
 @click.option("--scale", default=1.0, type=float, show_default=True, help="dataset size multiplier")
 @click.option("--vae-steps", default=None, type=int)
 @click.option("--oracle-steps", default=None, type=int)
+@click.option("--text-steps", default=None, type=int, help="contrastive text-encoder pretraining steps (0 = none)")
 @click.option("--joint-steps", default=None, type=int, help="text encoder + UNet steps")
 @click.option("--unet-steps", default=None, type=int, help="UNet-only steps on cached text features")
 @click.option("--threads", default=0, type=int, help="torch threads (0 = default)")
 @click.option("--install", is_flag=True, help="copy the result into the package as the shipped 'toyworld' model")
 @friendly_errors
-def train_cmd(out, seed, scale, vae_steps, oracle_steps, joint_steps, unet_steps, threads, install) -> None:
+def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps, unet_steps, threads, install) -> None:
     """Train oracle, VAE, text encoder + UNet (about 30 min on 2 CPU cores). Resumable."""
     import dataclasses
     import sys
@@ -75,7 +76,7 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, joint_steps, unet_steps
     from ..world.train import TrainConfig, export_assets, train_world
 
     overrides = {k: v for k, v in dict(seed=seed, scale=scale, vae_steps=vae_steps, oracle_steps=oracle_steps,
-                                       joint_steps=joint_steps, unet_steps=unet_steps, threads=threads).items()
+                                       text_steps=text_steps, joint_steps=joint_steps, unet_steps=unet_steps, threads=threads).items()
                  if v is not None}
     cfg = dataclasses.replace(TrainConfig(), **overrides)
     with progress_bar("training", None) as adv:

@@ -321,11 +321,22 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
         lat_mean, lat_std = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
     timings["encode_s"] = time.time() - t
     t = time.time()
-    te0 = None
+    te0, text_info = None, {}
     if init is not None:
         from transformers import CLIPTextModel
 
         te0 = CLIPTextModel.from_pretrained(init / "pipeline", subfolder="text_encoder").float()
+    elif cfg.text_steps > 0:
+        te_ckpt = ckpt_dir / "text_done.pt"
+        if te_ckpt.exists():
+            te0 = new_text_encoder()
+            te0.load_state_dict(torch.load(te_ckpt, weights_only=False)["te"])
+        else:
+            with torch.no_grad():
+                feats = oracle.embed(to_tensor(data.images))
+            te0, text_info = pretrain_text_encoder(data.captions, feats, cfg, te_ckpt, progress)
+    timings["text_s"] = time.time() - t
+    t = time.time()
     unet, te, diff_info = train_diffusion(data.captions, lat_mean, lat_std, vae.config.scaling_factor, cfg, ckpt_dir,
                                           progress, text_encoder=te0)
     timings["diffusion_s"] = time.time() - t
