@@ -39,7 +39,8 @@ GENERALITY_SETS = ("heldout", "keyword", "indirect")
 
 @dataclass(frozen=True)
 class Variant:
-    """One model under test: the base pipeline with `edits` applied in order (files or Edit objects)."""
+    """One model under test: the base pipeline with `edits` applied in order (files or Edit objects), generating
+    through `shield` (a spec of `erasekit.shields.get_shield`, protecting each target concept) if given."""
 
     name: str
     edits: tuple = ()
@@ -197,8 +198,16 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
                 e.apply(pipe)
                 applied.append(e)
             for t, name, prompts, seeds, path in todo:
-                _save_cached(path, generate(pipe, [p.text for p in prompts], seeds, steps=suite.steps,
-                                            guidance=guidance))
+                texts = [p.text for p in prompts]
+                if v.shield:  # the shield protects the target concept of this unit
+                    from .shields import get_shield, shielded_generate
+
+                    shield = get_shield(v.shield, concepts=[t], pipe=pipe)
+                    imgs, _ = shielded_generate(pipe, texts, seeds, shields=shield, steps=suite.steps,
+                                                guidance=guidance)
+                else:
+                    imgs = generate(pipe, texts, seeds, steps=suite.steps, guidance=guidance)
+                _save_cached(path, imgs)
                 if progress:
                     progress(len(prompts), info=f"{v.name} {t} {name}")
         finally:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import os
+
+# transformers warns at import that torchvision is absent (erasekit never uses it); the CLI shows errors only
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import click
 
 # command modules, each exposing click commands in `COMMANDS`; imported when the CLI starts
-COMMAND_MODULES = ("erasekit.cli.common_cmds", "erasekit.cli.world_cmds")
+COMMAND_MODULES = ("erasekit.cli.common_cmds", "erasekit.cli.world_cmds", "erasekit.cli.erase_cmds",
+                   "erasekit.cli.eval_cmds", "erasekit.cli.shield_cmds", "erasekit.cli.attack_cmds",
+                   "erasekit.cli.imitation_cmds")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -37,11 +37,11 @@ def progress_bar(description: str, total: int | None):
         task = prog.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str = "", description: str | None = None, total: int | None = None) -> None:
-            kw = {"info": info}
-            if description is not None:
-                kw["description"] = description
+            """Advance by n; a new `total` starts a new phase (the count restarts from 0)."""
             if total is not None:
-                kw["total"] = total
-            prog.update(task, advance=n, **kw)
+                prog.reset(task, total=total, description=description or prog.tasks[0].description)
+            elif description is not None:
+                prog.update(task, description=description)
+            prog.update(task, advance=n, info=info)
 
         yield advance

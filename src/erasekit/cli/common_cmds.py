@@ -67,15 +67,20 @@ def ls_cmd(kind: str | None) -> None:
 @click.option("--steps", default=25, show_default=True, type=int)
 @click.option("--guidance", default=None, type=float, help="classifier-free guidance (default: the model's)")
 @click.option("--negative-prompt", default=None)
+@click.option("--edit", "edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="edit file to apply first (repeat to apply several, in order)")
 @click.option("--out", default="runs/generate.png", show_default=True, type=click.Path(dir_okay=False))
 @friendly_errors
-def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, out) -> None:
-    """Generate a PNG grid (one row per prompt) with any SD1.x pipeline."""
+def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, edits, out) -> None:
+    """Generate a PNG grid (one row per prompt) with any SD1.x pipeline, optionally with edits applied."""
     from .. import generate, load_pipeline
+    from ..edits import Edit
     from ..report.images import save_grid
     from ..sampling import default_guidance
 
     pipe = load_pipeline(model)
+    for path in edits:
+        Edit.load(path).apply(pipe)  # refuses edits made for other base weights
     guidance = default_guidance(model) if guidance is None else guidance
     flat = [p for p in prompts for _ in range(num)]
     seeds = [seed + j for _ in prompts for j in range(num)]
@@ -92,13 +97,20 @@ def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, ou
 @click.option("--model", default="toyworld", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--per-prompt", default=4, show_default=True, type=int, help="images per prompt")
+@click.option("--erase", default="Zorbo", show_default=True, help="concept erased in the demo ('' to skip erasure)")
+@click.option("--methods", default="uce,rece,mace,realera", show_default=True, help="erasers compared")
+@click.option("--suite", default="default", show_default=True)
+@click.option("--limit", default=None, type=int, help="cap every prompt set of the suite (quick runs)")
 @friendly_errors
-def demo_cmd(out, model, seed, per_prompt) -> None:
-    """The main job on the built-in default: generate, label with the oracle, write an HTML report and PNG grid."""
+def demo_cmd(out, model, seed, per_prompt, erase, methods, suite, limit) -> None:
+    """The main job on the built-in default: generate and label images per concept family, erase one concept with
+    the closed-form methods, evaluate base vs edited, and write an HTML report and PNG grid."""
     from ..demo import run_demo
 
+    ms = tuple(m.strip() for m in methods.split(",") if m.strip())
     with progress_bar("demo", None) as adv:
-        report = run_demo(Path(out), model=model, seed=seed, per_prompt=per_prompt, progress=adv)
+        report = run_demo(Path(out), model=model, seed=seed, per_prompt=per_prompt, erase=erase or None, methods=ms,
+                          suite=suite, limit=limit, progress=adv)
     console.print(f"[bold green]report:[/] {report}")
 
 

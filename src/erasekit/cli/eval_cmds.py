@@ -20,13 +20,14 @@ def _progress(adv):
 @click.option("--model", default=None, help="registered name, local diffusers folder or hub id (default: the suite's)")
 @click.option("--edit", "edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="edit file(s) applied in order (repeat)")
+@click.option("--shield", default=None, help='shield spec protecting each target, e.g. "sld:strong" or "detector+sld"')
 @click.option("--suite", default="default", show_default=True, help="shipped suite name or a YAML file")
 @click.option("--concepts", default=None, help="comma-separated target concepts (default: the edit's, else the suite's)")
 @click.option("--name", default="edited", show_default=True, help="name of the edited variant in the results")
 @click.option("--limit", default=None, type=int, help="cap every prompt set at this many images (quick runs)")
 @click.option("--out", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
-def eval_cmd(model, edits, suite, concepts, name, limit, out) -> None:
+def eval_cmd(model, edits, shield, suite, concepts, name, limit, out) -> None:
     """Evaluate the base model (and an edited one) on a suite: results.json, samples.jsonl, report.html."""
     from ..edits import Edit
     from ..evaluation import Variant, evaluate
@@ -35,7 +36,11 @@ def eval_cmd(model, edits, suite, concepts, name, limit, out) -> None:
     from ..world import CATALOGUE, load_oracle
 
     s = load_suite(suite).limited(limit)
-    variants = [Variant(name, edits=tuple(edits))] if edits else []
+    if shield:
+        from ..shields import get_shield
+
+        get_shield(shield)  # a bad spec fails here, with suggestions, before any generation
+    variants = [Variant(name, edits=tuple(edits), shield=shield)] if (edits or shield) else []
     targets = None
     if concepts:
         targets = [c.strip() for c in concepts.split(",") if c.strip()]
@@ -55,16 +60,24 @@ def eval_cmd(model, edits, suite, concepts, name, limit, out) -> None:
     console.print(f"[bold green]report:[/] {report}")
 
 
-@click.command("bench")
-@click.option("--methods", required=True, help="comma-separated eraser names, e.g. uce,rece,mace")
+@click.group("bench", invoke_without_command=True)
+@click.option("--methods", default=None, help="comma-separated eraser names, e.g. uce,rece,mace")
 @click.option("--concepts", default=None, help="comma-separated concepts (default: the suite's targets)")
 @click.option("--suite", default="default", show_default=True)
 @click.option("--model", default=None)
 @click.option("--limit", default=None, type=int, help="cap every prompt set at this many images")
 @click.option("--out", default="runs/bench-methods", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
-def bench_cmd(methods, concepts, suite, model, limit, out) -> None:
-    """Erase each concept with each method and put them all on one leaderboard (results.json + report.html)."""
+@click.pass_context
+def bench_cmd(ctx, methods, concepts, suite, model, limit, out) -> None:
+    """Erase each concept with each method and put them all on one leaderboard (results.json + report.html).
+
+    Subcommands run the other benchmarks (e.g. `erasekit bench closed-form`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not methods:
+        raise click.UsageError("give --methods (e.g. --methods uce,rece) or a subcommand: "
+                               + ", ".join(sorted(ctx.command.commands)))
     from ..evaluation import bench_methods
     from ..report.eval_report import write_eval_report
     from ..suite import load_suite
@@ -93,4 +106,7 @@ def _print_summary(res: dict) -> None:
     console.print(table)
 
 
+from .erase_cmds import bench_closed_form_cmd  # noqa: E402
+
+bench_cmd.add_command(bench_closed_form_cmd)
 COMMANDS = [eval_cmd, bench_cmd]

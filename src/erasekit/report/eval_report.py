@@ -97,7 +97,7 @@ def add_eval_sections(rep: HtmlReport, results: dict, oracle=None, grid_images: 
     rep.paragraph("efficacy and generality: fraction of images in which the oracle still sees the erased concept "
                   "(the base row shows how often the model produced it before erasure). specificity: oracle "
                   "accuracy on neighbouring and unrelated concepts. image_drift: mean |pixel difference| to the base "
-                  "model on the same seeds. Best value per column highlighted (base excluded from nothing).",
+                  "model on the same seeds. Best value per column highlighted.",
                   cls="caption")
     for title, uri in plots(results):
         rep.heading(title, level=3)

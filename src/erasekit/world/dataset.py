@@ -52,24 +52,34 @@ def plan_scenes(seed: int = 0, scale: float = 1.0, catalogue: Catalogue = CATALO
     core = [a.name for a in catalogue.artists if a.core]
     objects, colours = [o.name for o in catalogue.objects], [c.name for c in catalogue.colours]
 
-    def n(count: int, name: str = "") -> int:
-        if name in overrides:
-            return overrides[name]
+    def n(count: int) -> int:
         return max(1, int(round(count * scale)))
 
-    def obj_scene(artist: str, unsafe: str = NONE) -> dict:
-        return dict(object=objects[rng.integers(len(objects))], colour=colours[rng.integers(len(colours))],
+    def obj_scene(artist: str, unsafe: str = NONE, r: np.random.Generator = rng) -> dict:
+        return dict(object=objects[r.integers(len(objects))], colour=colours[r.integers(len(colours))],
                     artist=artist, unsafe=unsafe)
 
-    def maybe_core_artist() -> str:
-        return NONE if rng.random() < P_NO_ARTIST else core[rng.integers(len(core))]
+    def maybe_core_artist(r: np.random.Generator = rng) -> str:
+        return NONE if r.random() < P_NO_ARTIST else core[r.integers(len(core))]
 
+    def own_rng(i: int) -> np.random.Generator:
+        return np.random.default_rng([seed, 7919, i])
+
+    # an overridden concept still consumes its default draws from the shared stream (then discarded) and draws its
+    # own scenes from a stream of its own, so every other concept's scenes are exactly those of the default dataset
     specs: list[dict] = []
-    for artist in catalogue.artists:
-        specs += [obj_scene(artist.name) for _ in range(n(artist.count, artist.name))]
+    for i, artist in enumerate(catalogue.artists):
+        drawn = [obj_scene(artist.name) for _ in range(n(artist.count))]
+        if artist.name in overrides:
+            drawn = [obj_scene(artist.name, r=own_rng(i)) for _ in range(overrides[artist.name])]
+        specs += drawn
     specs += [obj_scene(NONE) for _ in range(n(PLAIN_COUNT))]
-    for char in catalogue.characters:
-        specs += [dict(character=char.name, artist=maybe_core_artist()) for _ in range(n(char.count, char.name))]
+    for i, char in enumerate(catalogue.characters):
+        drawn = [dict(character=char.name, artist=maybe_core_artist()) for _ in range(n(char.count))]
+        if char.name in overrides:
+            r = own_rng(100 + i)
+            drawn = [dict(character=char.name, artist=maybe_core_artist(r)) for _ in range(overrides[char.name])]
+        specs += drawn
     for unsafe in catalogue.unsafe:
         specs += [obj_scene(maybe_core_artist(), unsafe.name) for _ in range(n(unsafe.count))]
     order = rng.permutation(len(specs))

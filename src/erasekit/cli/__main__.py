@@ -1,0 +1,5 @@
+"""`python -m erasekit.cli` (e.g. under `accelerate launch`)."""
+
+from . import main
+
+main()

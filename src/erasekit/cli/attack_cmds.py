@@ -1,0 +1,140 @@
+"""`erasekit attack`: run a red-team attack against a model (base, or with edit files applied) and write the result
+JSON plus a PNG grid (row 1: the original prompts, row 2: the attack) on the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ._util import console, friendly_errors, progress_bar
+
+
+def _print_options(name: str) -> None:
+    from ..attacks import get_attack
+
+    m = get_attack(name)
+    table = Table(title=f"{name} options ({m.paper})", header_style="bold")
+    for col in ("option", "default", "help"):
+        table.add_column(col)
+    for opt, default, help_ in m.options():
+        table.add_row(opt, default, help_)
+    console.print(table)
+
+
+def parse_attack_options(name: str, pairs: tuple[str, ...]) -> dict:
+    """CLI "key=value" strings -> typed options of attack `name` (tuples: comma-separated)."""
+    import dataclasses
+    import types
+    import typing
+
+    from ..attacks import get_attack
+    from ..errors import InvalidValueError, UnknownNameError
+
+    m = get_attack(name)
+    hints = typing.get_type_hints(m.config_cls)
+    names = [f.name for f in dataclasses.fields(m.config_cls)]
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise InvalidValueError(f"option {pair!r} is not of the form key=value")
+        if key not in names:
+            raise UnknownNameError(f"{name} option", key, names)
+        tp = hints[key]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            if value.strip().lower() in ("none", "null", ""):
+                out[key] = None
+                continue
+            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        try:
+            if typing.get_origin(tp) is tuple:
+                item = (typing.get_args(tp) or (str,))[0]
+                out[key] = tuple(item(v.strip()) for v in value.split(",") if v.strip())
+            elif tp is bool:
+                low = value.strip().lower()
+                if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError(value)
+                out[key] = low in ("1", "true", "yes", "on")
+            else:
+                out[key] = tp(value)
+        except ValueError:
+            raise InvalidValueError(f"option {key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
+    return out
+
+
+@click.command("attack")
+@click.option("--model", default="toyworld", show_default=True, help="registered name, local diffusers folder or hub id")
+@click.option("--edit", "edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="edit file to apply to the target (repeat to apply several, in order); the base stays unedited")
+@click.option("--attack", "attack", required=True, help="attack name (see `erasekit ls attacks`)")
+@click.option("--concept", default=None, help="concept to revive (toy world: a catalogue name)")
+@click.option("--prompt", "prompts", multiple=True, help="prompt to attack (repeat; default: the concept's prompts)")
+@click.option("-n", "--num-prompts", default=4, show_default=True, type=int, help="default prompts to attack")
+@click.option("--steps", default=None, type=int, help="budget: optimisation steps per prompt (default: the attack's)")
+@click.option("--max-seconds", default=None, type=float, help="budget: wall seconds per prompt")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="attack option, e.g. -o k=3")
+@click.option("--show-config", is_flag=True, help="list the attack's options and exit")
+@click.option("--out", default="runs/attack", show_default=True, type=click.Path(file_okay=False))
+@friendly_errors
+def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_seconds, seed, options, show_config,
+               out) -> None:
+    """Attack a model to revive an erased concept; writes OUT/result.json and OUT/grid.png."""
+    import copy
+
+    import numpy as np
+
+    from .. import load_pipeline
+    from ..attacks import get_attack, run_attack
+    from ..edits import Edit
+    from ..errors import InvalidValueError
+    from ..report.images import save_grid
+
+    method = get_attack(attack)  # unknown names fail here, with suggestions
+    if show_config:
+        _print_options(attack)
+        return
+    if not concept:
+        raise InvalidValueError("give --concept NAME (toy world: `erasekit ls concepts`)")
+    config = parse_attack_options(attack, options)
+    if steps is not None:
+        config["steps"] = steps
+    if max_seconds is not None:
+        config["max_seconds"] = max_seconds
+    config["seed"] = seed
+    oracle = None
+    if model == "toyworld":
+        from ..world import load_oracle
+
+        oracle = load_oracle()
+    with progress_bar(f"attack {attack}", None) as adv:
+        adv(info="loading model")
+        base = load_pipeline(model)
+        target = copy.deepcopy(base) if edits else base
+        for path in edits:
+            Edit.load(path).apply(target)  # refuses edits made for other base weights
+        adv(info="attacking", total=len(prompts) or num_prompts)
+        result = run_attack(attack, target, concept, base_pipe=base if method.needs_base else None, oracle=oracle,
+                            prompts=list(prompts) or None, n_prompts=num_prompts, progress=adv, **config)
+    out = Path(out)
+    result.config["model"], result.config["edits"] = model, list(edits)
+    path = result.save(out)
+    from ..attacks import AttackContext
+
+    ctx = AttackContext(target, None, result.concept, None, None, None, int(result.config["sample_steps"]),
+                        float(result.config["guidance_used"]))
+    before = ctx.render_prompts(result.prompts, result.seeds)
+    after = result.generate(target)
+    save_grid(np.concatenate([before, after]), out / "grid.png", ncol=len(result.prompts))
+    console.print(f"{attack} on {model}{' + ' + ', '.join(edits) if edits else ''}, concept {result.concept!r}: "
+                  f"pre-attack {result.asr_pre:.0%} -> ASR {result.asr:.0%} over {len(result.prompts)} prompts "
+                  f"({result.seconds:.1f} s)")
+    for lg in result.logs:
+        console.print(f"  {'broken' if lg.success else 'held '} {lg.best_prompt!r} ({lg.steps} steps, {lg.seconds:.1f} s)")
+    console.print(f"wrote {path} and {out / 'grid.png'}")
+
+
+COMMANDS = [attack_cmd]

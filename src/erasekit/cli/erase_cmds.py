@@ -1,0 +1,117 @@
+"""`erasekit erase` (write an edit file) and `erasekit bench closed-form` (real-scale timing of the closed forms)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ._util import console, friendly_errors, progress_bar
+
+
+def _print_options(method: str) -> None:
+    from ..erasers import get_eraser
+
+    m = get_eraser(method)
+    table = Table(title=f"{method} options ({m.paper})", header_style="bold")
+    for col in ("option", "default", "help"):
+        table.add_column(col)
+    for name, default, help_ in m.options():
+        table.add_row(name, default, help_)
+    console.print(table)
+
+
+@click.command("erase")
+@click.option("--model", default="toyworld", show_default=True,
+              help="registered name, local diffusers folder or hub id")
+@click.option("--method", default="uce", show_default=True, help="eraser (see `erasekit ls erasers`)")
+@click.option("--erase", "erase", multiple=True, help="concept prompt to erase (repeat for several)")
+@click.option("--preserve", multiple=True, help="concept prompt to preserve (repeat for several)")
+@click.option("--guide", multiple=True, help="guide concept: one for all, or one per --erase (default: method's)")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="method option, e.g. -o lamb=0.1 -o token=span (tuples: comma-separated)")
+@click.option("--on", "on_edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="edit file(s) to apply first; the output then contains them too (erase one concept after another)")
+@click.option("--catalogue-defaults", is_flag=True,
+              help="toy world: fill missing --guide/--preserve (and unsafe phrases) from the concept catalogue")
+@click.option("--show-config", is_flag=True, help="list the method's options and exit")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="edit file to write (.safetensors)")
+@friendly_errors
+def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogue_defaults, show_config, out) -> None:
+    """Erase concepts with a closed-form method and write a reversible edit file."""
+    from ..edits import Edit, compose
+    from ..erasers import erase as run_erase
+    from ..erasers import get_eraser, parse_options
+    from ..errors import InvalidValueError
+
+    get_eraser(method)  # unknown methods fail here, with suggestions
+    if show_config:
+        _print_options(method)
+        return
+    if not erase:
+        raise InvalidValueError("give at least one --erase concept")
+    if out is None:
+        raise InvalidValueError("give --out PATH for the edit file (e.g. edits/x.safetensors)")
+    config = parse_options(method, options)
+    erase, preserve, guide = list(erase), list(preserve), list(guide) or None
+    if catalogue_defaults:
+        from ..erasers.concepts import toyworld_request
+
+        reqs = [toyworld_request(c) for c in erase]
+        erase = [p for r in reqs for p in r["erase"]]
+        if guide is None:
+            guide = [r["guide"] for r in reqs for _ in r["erase"]]
+        if not preserve:
+            preserve = list(dict.fromkeys(p for r in reqs for p in r["preserve"] if p not in erase))
+    from .. import load_pipeline
+
+    with progress_bar(f"{method}", None) as adv:
+        adv(info="loading model")
+        pipe = load_pipeline(model)
+        base = [Edit.load(p) for p in on_edits]
+        for e in base:
+            e.apply(pipe)
+        adv(info="erasing")
+        edit = run_erase(pipe, method, erase=erase, preserve=preserve, guide=guide, **config)
+        if base:
+            edit = compose(base + [edit])
+        path = edit.save(out)
+    secs = edit.manifest.get("edit_seconds")
+    console.print(f"wrote {path} ({len(edit.tensors)} tensors, {edit.num_bytes() / 2**20:.2f} MiB"
+                  + (f", edit {secs:.2f} s" if secs is not None else "") + f"): erase={erase}")
+
+
+@click.command("closed-form")
+@click.option("--concepts", "counts", multiple=True, type=int, default=(1, 100), show_default=True,
+              help="number of concepts erased at once (repeatable)")
+@click.option("--methods", default="uce,realera,leace", show_default=True,
+              help="comma-separated erasers (rece/mace encode 77 rows of many prompts per concept: 100 concepts "
+                   "take minutes on 2 cores; try --methods rece,mace --concepts 1 --concepts 10)")
+@click.option("--repeats", default=3, show_default=True, type=int)
+@click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="also write the results as JSON")
+@friendly_errors
+def bench_closed_form_cmd(counts, methods, repeats, json_out) -> None:
+    """Edit time of each closed form on an SD1.5-sized UNet + CLIP ViT-L/14 text encoder (random weights, CPU)."""
+    from ..erasers.bench import real_scale_benchmark
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    with progress_bar("closed-form bench", len(names) * len(counts)) as adv:
+        result = real_scale_benchmark(names, list(counts), repeats=repeats, progress=adv)
+    table = Table(title=f"closed-form edit time (median of {repeats}), {result['machine']}", header_style="bold")
+    for col in ("method", "concepts", "median s", "min s", "peak Δ MiB", "process peak GiB"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(r["method"], str(r["concepts"]), f"{r['median_s']:.3f}", f"{r['min_s']:.3f}",
+                      f"{r['peak_delta_gib'] * 1024:.0f}", f"{r['peak_rss_gib']:.2f}")
+    console.print(table)
+    console.print(f"model load {result['load_s']:.1f} s (excluded); "
+                  f"RSS after load {result['rss_after_load_gib']:.2f} GiB")
+    if json_out:
+        from ..io import atomic_write_text
+
+        atomic_write_text(Path(json_out), json.dumps(result, indent=2))
+
+
+COMMANDS = [erase_cmd]  # `bench closed-form` is added to the `bench` group in eval_cmds

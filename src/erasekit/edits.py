@@ -1,0 +1,310 @@
+"""Reversible weight edits: the changed tensors of a model plus a JSON manifest, in one `.safetensors` file.
+
+    edit = erasekit.erase(pipe, "uce", erase=["Cora Voss"])   # -> Edit (the pipeline is not modified)
+    edit.apply(pipe)      # checks the sha256 of every base tensor it replaces, keeps the originals
+    edit.revert(pipe)     # restores them bit for bit
+    edit.save("edits/cora.safetensors"); Edit.load("edits/cora.safetensors")
+    compose([e1, e2])     # one edit equal to applying e1 then e2 (e2 must have been made on top of e1)
+
+Tensors are keyed by "<pipeline component>.<parameter name>", e.g.
+"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight". A tensor hash is the sha256 of
+"<dtype>|<shape>|" followed by the tensor's raw bytes (C order), so dtype and shape changes are refused too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import struct
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ErasekitError, IntegrityError, InvalidValueError
+from .io import atomic_write_bytes
+
+FORMAT = "erasekit.edit/1"
+METADATA_KEY = "erasekit_manifest"
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and raw bytes (hex)."""
+    t = t.detach()
+    h = hashlib.sha256(f"{str(t.dtype).removeprefix('torch.')}|{tuple(t.shape)}|".encode())
+    if t.numel():
+        flat = t.to("cpu").contiguous().reshape(-1)
+        h.update(memoryview(flat.view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def _hash_all(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """tensor_sha256 of each tensor, hashed in parallel threads (hashlib releases the GIL on large buffers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(len(tensors), torch.get_num_threads()))
+    if workers == 1:
+        return {n: tensor_sha256(t) for n, t in tensors.items()}
+    with ThreadPoolExecutor(workers) as pool:
+        return dict(zip(tensors, pool.map(tensor_sha256, tensors.values()), strict=True))
+
+
+def resolve_parameter(target: Any, name: str) -> torch.nn.Parameter:
+    """The parameter `name` ("<component>.<parameter path>") of a pipeline-like object (or a module itself)."""
+    comp, _, pname = name.partition(".")
+    module = getattr(target, comp, None)
+    if isinstance(module, torch.nn.Module):
+        try:
+            return module.get_parameter(pname)
+        except AttributeError:
+            pass
+    if isinstance(target, torch.nn.Module):
+        try:
+            return target.get_parameter(name)
+        except AttributeError:
+            pass
+    raise IntegrityError(f"the model has no parameter {name!r}; this edit was made for a different architecture")
+
+
+def _model_id(pipe: Any) -> str:
+    cfg = getattr(pipe, "config", None)
+    name = getattr(cfg, "_name_or_path", None) if cfg is not None else None
+    return str(name or type(pipe).__name__)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float | int | str | bool) or obj is None:
+        return obj
+    return str(obj)
+
+
+@dataclass
+class Edit:
+    """Changed tensors {name: new value} and a manifest (method, config, concepts, version, base/edited sha256).
+
+    Build one with `erasekit.erase(...)` or `Edit.from_tensors(pipe, tensors, ...)`; never construct a manifest by hand.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    manifest: dict[str, Any]
+    _applied: list[tuple[weakref.ref, dict[str, torch.Tensor]]] = field(default_factory=list, repr=False,
+                                                                         compare=False)
+
+    # ------------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_tensors(cls, pipe: Any, tensors: dict[str, torch.Tensor], method: str,
+                     config: dict[str, Any] | None = None,
+                     erase: Sequence[str] = (), preserve: Sequence[str] = (), guide: Sequence[str] | None = None,
+                     extra: dict[str, Any] | None = None) -> Edit:
+        """An edit replacing each `tensors[name]` of `pipe`; the base hashes are taken from `pipe`'s current weights."""
+        from . import __version__
+
+        if not tensors:
+            raise InvalidValueError("an edit needs at least one changed tensor; got none")
+        clean: dict[str, torch.Tensor] = {}
+        params = {}
+        for name, new in tensors.items():
+            param = resolve_parameter(pipe, name)
+            if tuple(new.shape) != tuple(param.shape):
+                raise InvalidValueError(f"edited tensor {name!r} has shape {tuple(new.shape)}, the model's has "
+                                        f"{tuple(param.shape)}")
+            clean[name] = new.detach().to("cpu", param.dtype).contiguous()
+            params[name] = param
+        base = _hash_all(params)
+        edited = _hash_all(clean)
+        manifest = {
+            "format": FORMAT,
+            "erasekit_version": __version__,
+            "method": method,
+            "config": _json_safe(config or {}),
+            "erase": list(erase),
+            "preserve": list(preserve),
+            "guide": None if guide is None else list(guide),
+            "base_model": _model_id(pipe),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "base_sha256": base,
+            "edited_sha256": edited,
+        }
+        if extra:
+            manifest.update(_json_safe(extra))
+        return cls(clean, manifest)
+
+    # ------------------------------------------------------------------------------------------ info
+    @property
+    def method(self) -> str:
+        return self.manifest["method"]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def num_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def __repr__(self) -> str:
+        return (f"Edit(method={self.method!r}, erase={self.manifest.get('erase')}, tensors={len(self.tensors)}, "
+                f"{self.num_bytes() / 2**20:.2f} MiB)")
+
+    # ------------------------------------------------------------------------------------------ checks
+    def mismatches(self, pipe: Any) -> list[str]:
+        """Names of the tensors whose current value in `pipe` is not the base this edit was made on."""
+        bad, params = [], {}
+        for name in self.tensors:
+            try:
+                params[name] = resolve_parameter(pipe, name)
+            except IntegrityError:
+                bad.append(name)
+        hashes = _hash_all(params)
+        bad += [n for n in params if hashes[n] != self.manifest["base_sha256"][n]]
+        return bad
+
+    def check_base(self, pipe: Any) -> None:
+        """Raise IntegrityError unless every tensor this edit replaces has its recorded base value in `pipe`."""
+        bad = self.mismatches(pipe)
+        if not bad:
+            return
+        applied = [n for n in bad if n in self.tensors and self._is_current(pipe, n)]
+        if len(applied) == len(self.tensors):
+            raise IntegrityError(f"this {self.method} edit is already applied to the model; revert it first")
+        shown = ", ".join(repr(n) for n in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise IntegrityError(
+            f"refusing to apply this {self.method} edit (made on {self.manifest.get('base_model')!r}, erase="
+            f"{self.manifest.get('erase')}): {len(bad)} of its {len(self.tensors)} base tensors differ from the "
+            f"model's "
+            f"({shown}). The edit was made for other weights: load the model it was made on, apply the edits it was "
+            "made on top of first, or compose them")
+
+    def _is_current(self, pipe: Any, name: str) -> bool:
+        try:
+            param = resolve_parameter(pipe, name)
+        except IntegrityError:
+            return False
+        new = self.tensors[name]
+        return param.shape == new.shape and param.dtype == new.dtype and torch.equal(param.detach().cpu(), new)
+
+    # ------------------------------------------------------------------------------------------ apply / revert
+    @torch.no_grad()
+    def apply(self, pipe: Any) -> Any:
+        """Write the edited tensors into `pipe` in place (after checking the base hashes); returns `pipe`."""
+        self.check_base(pipe)
+        originals: dict[str, torch.Tensor] = {}
+        for name, new in self.tensors.items():
+            param = resolve_parameter(pipe, name)
+            originals[name] = param.detach().clone()
+            param.copy_(new.to(param.device))
+        self._applied.append((weakref.ref(pipe), originals))
+        return pipe
+
+    @torch.no_grad()
+    def revert(self, pipe: Any) -> Any:
+        """Restore the tensors this edit replaced in `pipe`, bit-exact; refuses if they changed since `apply`."""
+        for i in range(len(self._applied) - 1, -1, -1):
+            ref, originals = self._applied[i]
+            if ref() is pipe:
+                break
+        else:
+            raise ErasekitError(f"this {self.method} edit is not applied to this model (nothing to revert)")
+        changed = [n for n in self.tensors if not self._is_current(pipe, n)]
+        if changed:
+            raise IntegrityError(f"cannot revert: {len(changed)} edited tensors changed since this edit was applied "
+                                 f"(e.g. {changed[0]!r}); revert the edits applied after it first")
+        for name, old in originals.items():
+            resolve_parameter(pipe, name).copy_(old)
+        del self._applied[i]
+        return pipe
+
+    @contextlib.contextmanager
+    def applied(self, pipe: Any) -> Iterator[Any]:
+        """`with edit.applied(pipe): ...` applies the edit and reverts it on exit."""
+        self.apply(pipe)
+        try:
+            yield pipe
+        finally:
+            self.revert(pipe)
+
+    # ------------------------------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write one .safetensors file (manifest JSON in its metadata), atomically."""
+        from safetensors.torch import save
+
+        data = save({n: t.contiguous() for n, t in self.tensors.items()},
+                    metadata={METADATA_KEY: json.dumps(self.manifest, sort_keys=True)})
+        return atomic_write_bytes(path, data)
+
+    @classmethod
+    def load(cls, path: str | Path, pipe: Any = None) -> Edit:
+        """Read an edit file; verifies its tensors against the manifest, and the base tensors of `pipe` if given."""
+        from safetensors.torch import load
+
+        path = Path(path)
+        if not path.is_file():
+            raise ErasekitError(f"no edit file at {str(path)!r}")
+        data = path.read_bytes()
+        try:
+            (n,) = struct.unpack("<Q", data[:8])
+            header = json.loads(data[8:8 + n])
+            manifest = json.loads(header["__metadata__"][METADATA_KEY])
+            tensors = load(data)
+        except Exception as e:  # noqa: BLE001 - any parse failure means "not an edit file"
+            raise IntegrityError(f"{str(path)!r} is not an erasekit edit file ({type(e).__name__}: {e})") from None
+        if manifest.get("format") != FORMAT:
+            raise IntegrityError(f"{str(path)!r} has edit format {manifest.get('format')!r}; this erasekit reads "
+                                 f"{FORMAT!r}")
+        if not set(tensors) == set(manifest.get("base_sha256", {})) == set(manifest.get("edited_sha256", {})):
+            raise IntegrityError(f"{str(path)!r}: the manifest does not list exactly the tensors stored in the file")
+        for name, t in tensors.items():
+            if tensor_sha256(t) != manifest["edited_sha256"][name]:
+                raise IntegrityError(f"{str(path)!r}: tensor {name!r} does not match its recorded sha256 "
+                                     "(corrupt file)")
+        edit = cls(tensors, manifest)
+        if pipe is not None:
+            edit.check_base(pipe)
+        return edit
+
+
+def compose(edits: Sequence[Edit]) -> Edit:
+    """One edit equivalent to applying `edits` in order. Each edit must have been made on the weights the previous
+    ones produce for the tensors they share (e.g. erase -> apply -> erase again); otherwise IntegrityError."""
+    from . import __version__
+
+    edits = list(edits)
+    if not edits:
+        raise InvalidValueError("compose() needs at least one edit; got an empty list")
+    tensors: dict[str, torch.Tensor] = {}
+    base: dict[str, str] = {}
+    edited: dict[str, str] = {}
+    for k, e in enumerate(edits):
+        for name, t in e.tensors.items():
+            want = e.manifest["base_sha256"][name]
+            if name in edited and edited[name] != want:
+                raise IntegrityError(
+                    f"edit {k} ({e.method}, erase={e.manifest.get('erase')}) was not made on top of the earlier edits: "
+                    f"its base for {name!r} differs from what they produce. Make it on a model with them applied")
+            base.setdefault(name, want)
+            tensors[name] = t
+            edited[name] = e.manifest["edited_sha256"][name]
+    parts = [{k: v for k, v in e.manifest.items() if k not in ("base_sha256", "edited_sha256")} for e in edits]
+    manifest = {
+        "format": FORMAT,
+        "erasekit_version": __version__,
+        "method": "compose",
+        "config": {},
+        "erase": [c for e in edits for c in e.manifest.get("erase", [])],
+        "preserve": [c for e in edits for c in e.manifest.get("preserve", [])],
+        "guide": None,
+        "base_model": edits[0].manifest.get("base_model"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "parts": parts,
+        "base_sha256": base,
+        "edited_sha256": edited,
+    }
+    return Edit(dict(tensors), manifest)

@@ -1,0 +1,177 @@
+"""Weight-editing erasers. `erase(pipe, method, erase=[...], preserve=[...], guide=..., **config) -> Edit`.
+
+Each method is one file (config dataclass + function) registered lazily here, so `erasekit ls` imports nothing heavy:
+
+    uce      Unified Concept Editing (Gandikota et al., WACV 2024), closed form
+    rece     Reliable and Efficient Concept Erasure (Gong et al., ECCV 2024), closed form, iterative
+    mace     MACE stage 1 closed-form refinement (Lu et al., CVPR 2024)
+    realera  RealEra neighbour-concept mining + beyond-concept regularisation (Liu et al., 2024), closed-form part
+    leace    LEACE on text-encoder outputs folded into cross-attention (Belrose et al., NeurIPS 2023), baseline
+
+The pipeline passed in is never modified: methods read its weights and return the changed tensors as an `Edit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..edits import Edit
+from ..errors import InvalidValueError, UnknownNameError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class EraseRequest:
+    """What to erase: `erase` concept prompts, `preserve` prompts to keep, `guide` prompts the erased concepts should
+    behave like (one for all, or one per erase prompt; None = the method's default)."""
+
+    erase: tuple[str, ...]
+    preserve: tuple[str, ...] = ()
+    guide: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.erase:
+            raise InvalidValueError("erase=[] is empty: name at least one concept to erase")
+        for label, items in (("erase", self.erase), ("preserve", self.preserve), ("guide", self.guide or ())):
+            for x in items:
+                if not isinstance(x, str):
+                    raise InvalidValueError(f"{label} items must be strings; got {x!r} ({type(x).__name__})")
+        blank = [x for x in self.erase if not x.strip()]
+        if blank:
+            raise InvalidValueError(f"erase contains an empty concept {blank[0]!r}")
+        if self.guide is not None and len(self.guide) not in (1, len(self.erase)):
+            raise InvalidValueError(f"got {len(self.guide)} guide concepts for {len(self.erase)} erase concepts: give "
+                                    "one guide for all, or one per erase concept")
+
+    def guides(self, default: str | Sequence[str]) -> list[str]:
+        """One guide prompt per erase prompt (`default` when none was given)."""
+        g = self.guide if self.guide is not None else ((default,) if isinstance(default, str) else tuple(default))
+        return list(g) * len(self.erase) if len(g) == 1 else list(g)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered eraser: its config dataclass and `run(pipe, request, config)`, which returns the changed tensors
+    {tensor name: new tensor} and a dict of facts for the manifest (JSON-able)."""
+
+    name: str
+    config_cls: type
+    run: Callable[..., tuple[dict, dict]]
+    paper: str = ""
+
+    def make_config(self, options: Mapping[str, Any]) -> Any:
+        """The config with `options` applied; unknown keys raise UnknownNameError with close matches."""
+        fields = {f.name: f for f in dataclasses.fields(self.config_cls)}
+        for key in options:
+            if key not in fields:
+                raise UnknownNameError(f"{self.name} option", key, fields)
+        hints = typing.get_type_hints(self.config_cls)
+        clean = {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v
+                 for k, v in options.items()}
+        return self.config_cls(**clean)
+
+    def options(self) -> list[tuple[str, str, str]]:
+        """(name, default, help) of each config option."""
+        return [(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(self.config_cls)]
+
+
+erasers: Registry[Method] = Registry("eraser")
+erasers.add("uce", "erasekit.erasers.uce:METHOD",
+            help="Unified Concept Editing: closed-form edit of cross-attention K/V")
+erasers.add("rece", "erasekit.erasers.rece:METHOD",
+            help="RECE: UCE + iterative closed-form adversarial embeddings, erased in closed form")
+erasers.add("mace", "erasekit.erasers.mace:METHOD",
+            help="MACE stage 1: closed-form refinement of contexts without the concept words")
+erasers.add("realera", "erasekit.erasers.realera:METHOD",
+            help="RealEra closed-form part: neighbour-concept mining + beyond-concept regularisation")
+erasers.add("leace", "erasekit.erasers.leace:METHOD",
+            help="LEACE on text-encoder outputs, folded into cross-attention (baseline)")
+
+
+def get_eraser(name: str) -> Method:
+    """The registered eraser `name` (close matches suggested for unknown names)."""
+    return erasers.get(name)
+
+
+def erase(pipe: Any, method: str, erase: Sequence[str] | str, preserve: Sequence[str] | str = (),
+          guide: Sequence[str] | str | None = None, **config: Any) -> Edit:
+    """Erase concepts from `pipe` with `method`; returns an `Edit` (apply it with `edit.apply(pipe)`).
+
+    erase / preserve / guide: prompts (a single string is one prompt). config: the method's options (see
+    `erasekit erase --method NAME --show-config`); unknown options raise with close matches.
+    """
+    import torch
+
+    m = get_eraser(method)
+    def as_tuple(v: Sequence[str] | str) -> tuple[str, ...]:
+        return (v,) if isinstance(v, str) else tuple(v)
+
+    request = EraseRequest(as_tuple(erase), as_tuple(preserve), None if guide is None else as_tuple(guide))
+    cfg = m.make_config(config)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        tensors, info = m.run(pipe, request, cfg)
+    seconds = time.perf_counter() - t0
+    return Edit.from_tensors(pipe, tensors, method=m.name, config=dataclasses.asdict(cfg), erase=request.erase,
+                             preserve=request.preserve, guide=request.guide,
+                             extra={"edit_seconds": round(seconds, 4), "paper": m.paper, "info": info})
+
+
+# ------------------------------------------------------------------------------------------------ CLI helpers
+
+
+def _parse_scalar(tp: Any, text: str, key: str) -> Any:
+    if tp is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise InvalidValueError(f"option {key}={text!r} is not a boolean (true/false)")
+    if tp in (int, float):
+        try:
+            return tp(text)
+        except ValueError:
+            raise InvalidValueError(f"option {key}={text!r} is not a{'n' if tp is int else ''} {tp.__name__}") from None
+    return text
+
+
+def parse_options(method: str, pairs: Sequence[str]) -> dict[str, Any]:
+    """Turn CLI "key=value" strings into typed config options of `method` (tuples: comma-separated)."""
+    m = get_eraser(method)
+    hints = typing.get_type_hints(m.config_cls)
+    names = [f.name for f in dataclasses.fields(m.config_cls)]
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise InvalidValueError(f"option {pair!r} is not of the form key=value")
+        if key not in names:
+            raise UnknownNameError(f"{method} option", key, names)
+        tp = hints[key]
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if value.strip().lower() in ("none", "null", ""):
+                out[key] = None
+                continue
+            tp = args[0]
+            origin = typing.get_origin(tp)
+        if origin is tuple:
+            args = typing.get_args(tp)
+            item = args[0] if args else str
+            parts = [p.strip() for p in value.split(",")] if value.strip() else []
+            out[key] = tuple(_parse_scalar(item, p, key) for p in parts)
+        else:
+            out[key] = _parse_scalar(tp, value, key)
+    return out
+
+
+__all__ = ["EraseRequest", "Method", "erase", "erasers", "get_eraser", "parse_options"]

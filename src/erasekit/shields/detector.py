@@ -1,0 +1,465 @@
+"""Detectors: a prompt/embedding detector of protected concepts, and an image-side output filter.
+
+Prompt side (`ConceptDetector`, shield "detector"): a prompt is flagged when it names a protected concept or one of its
+trigger keywords (whole-word token match), or when its text embedding is close to one of those phrases: cosine
+similarity of L2-normalised, mean-pooled CLIP text-encoder states (the pipeline's own encoder; BOS excluded) between
+every word span of the prompt and every reference phrase, max-reduced. The similarity threshold is calibrated on
+unprotected prompts to a target false-positive rate and recorded, with the encoder's fingerprint, in `identity()`.
+
+Image side (`ImageFilter`, shield "image_filter"): the toy world's oracle, NudeNet (optional, AGPL: `pip install
+nudenet`, imported only when asked for) or any user callable `(N, H, W, 3) uint8 -> (N,) bool` flags outputs, which
+`shielded_generate` blocks or regenerates.
+
+Sources: the detection rule follows Guardians of Generation (sohambuilds/gogpipeline, detection/detection_manager.py:
+cosine >= 0.8 between an OpenAI text embedding of the prompt and of each concept name/synonym, then an LLM YES/NO check);
+refusal and output filtering follow the moderation pipelines studied in "Advancing Content Moderation" (LLM moderators)
+and the Stable Diffusion safety checker. Deviations: no LLM and no external embedding service (CLIP text states of the
+pipeline instead, so it runs offline on any SD1.x model); a calibrated threshold instead of the fixed 0.8 (cosines of a
+77-token CLIP encoder are not on the ada-002 scale); word-span matching added so that a long prompt is not diluted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from ..errors import ErasekitError, InvalidValueError
+from . import ProtectedConcept, Shield, protect
+
+# ------------------------------------------------------------------------------------------------- text utilities
+STOPWORDS = frozenset("a an the of in on with and by to for at its it his her their this that is are as from or "
+                      "style art picture image painting drawing photo".split())
+CONNECTORS = ("in the style of", "made by", "art by", "by", "of", "with", "in", "and", "behind", "from")
+_CONNECTOR_RE = "|".join(re.escape(c) for c in CONNECTORS)
+
+
+def _term_pattern(term: str) -> re.Pattern:
+    """Whole-word, case-insensitive match of `term` (words separated by any whitespace), with an optional "'s"."""
+    words = [re.escape(w) for w in term.split()]
+    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?:'s)?(?!\w)", re.IGNORECASE)
+
+
+def find_terms(prompt: str, terms: Sequence[str]) -> list[str]:
+    """The `terms` that occur in `prompt` as whole words (case-insensitive)."""
+    return [t for t in terms if t.strip() and _term_pattern(t).search(prompt)]
+
+
+def tidy(text: str) -> str:
+    """Whitespace and punctuation clean-up: collapse spaces, no space before punctuation, no empty list items."""
+    prev = None
+    while prev != text:
+        prev = text
+        text = re.sub(r"\s+", " ", text).strip()
+        text = re.sub(r"\s+([,.;:])", r"\1", text)
+        text = re.sub(r"([,;])(\s*[,;])+", r"\1", text)
+        text = re.sub(r"^[\s,;.]+|[\s,;]+$", "", text)
+    return text
+
+
+_MARK = "\x00"
+
+
+def _clean_removed(text: str) -> str:
+    """Remove what a deleted reference (marked by _MARK) leaves dangling: the connector before it when nothing follows
+    ("a circle in the style of X" -> "a circle", "a painting of X by Y" -> "a painting by Y", "art by X, a circle" ->
+    "art, a circle"), a following "style" ("a circle, X style"), and an article left alone before it."""
+    conn = rf"(?:{_CONNECTOR_RE})"
+    prev = None
+    while prev != text:
+        prev = text
+        text = re.sub(rf"(?<!\w){conn}\s*{_MARK}(?=\s*(?:$|[,;.]|{conn}(?!\w)|{_MARK}))", _MARK, text,
+                      flags=re.IGNORECASE)
+        text = re.sub(rf"{_MARK}\s+style(?!\w)", _MARK, text, flags=re.IGNORECASE)
+        text = re.sub(rf"(?<!\w)(?:a|an|the)\s*{_MARK}", _MARK, text, flags=re.IGNORECASE)
+        text = re.sub(rf"{_MARK}(\s*{_MARK})+", _MARK, text)
+    return text
+
+
+def drop_terms(prompt: str, terms: Sequence[str], anchor: str = "", words: bool = False) -> str:
+    """Remove every whole-word occurrence of `terms` (longest first) from `prompt` with what it leaves dangling; the
+    first removal is replaced by `anchor` instead, if given. words=True also removes remaining single words of the
+    terms' vocabulary (stopwords excepted). A prompt without the terms comes back unchanged."""
+    out = prompt
+    for term in sorted({t for t in terms if t.strip()}, key=len, reverse=True):
+        out = _term_pattern(term).sub(_MARK, out)
+    if words:
+        vocab = {w.lower() for t in terms for w in re.findall(r"[\w'-]+", t)} - STOPWORDS
+        for w in sorted(vocab, key=len, reverse=True):
+            out = _term_pattern(w).sub(_MARK, out)
+    if _MARK not in out:
+        return prompt
+    if anchor:
+        out = re.sub(rf"{_MARK}(\s*{_MARK})*", f" {anchor} ", out, count=1)
+    return tidy(_clean_removed(out).replace(_MARK, " "))
+
+
+def word_spans(prompt: str, max_len: int) -> list[str]:
+    """The prompt itself plus every contiguous window of 1..max_len words (punctuation stripped)."""
+    words = re.findall(r"[\w'-]+", prompt)
+    spans = [prompt]
+    for n in range(1, max_len + 1):
+        spans += [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return list(dict.fromkeys(spans))
+
+
+# -------------------------------------------------------------------------------------------------- text embeddings
+class TextEmbedder:
+    """(N, D) unit vectors from a CLIP text encoder: mean of the last hidden states over the prompt's tokens (BOS
+    excluded, EOS included), or the EOS state (pooling="eos")."""
+
+    def __init__(self, pipe: StableDiffusionPipeline, pooling: str = "mean", batch_size: int = 256):
+        if pooling not in ("mean", "eos"):
+            raise InvalidValueError(f"pooling must be 'mean' or 'eos', got {pooling!r}")
+        self.tokenizer, self.text_encoder = pipe.tokenizer, pipe.text_encoder
+        self.pooling, self.batch_size = pooling, batch_size
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            tok = self.tokenizer(list(texts[i:i + self.batch_size]), padding="max_length", truncation=True,
+                                 max_length=self.tokenizer.model_max_length, return_tensors="pt")
+            ids = tok.input_ids.to(self.text_encoder.device)
+            mask = tok.attention_mask.to(ids.device).float()  # (B, 77): BOS, tokens, EOS are 1
+            h = self.text_encoder(ids)[0].float()  # (B, 77, D)
+            if self.pooling == "eos":
+                v = h[torch.arange(len(ids)), mask.sum(1).long() - 1]
+            else:
+                mask[:, 0] = 0
+                v = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+            out.append(torch.nn.functional.normalize(v, dim=-1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.text_encoder.config.hidden_size)
+
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) of the text encoder's weights: which encoder the threshold belongs to."""
+        h = hashlib.sha256()
+        for name, p in sorted(self.text_encoder.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------ calibration data
+def toyworld_negatives(concepts: Sequence[ProtectedConcept], n: int = 400, seed: int = 1234) -> list[str]:
+    """`n` unprotected toy-world prompts for calibration: training-grammar captions of random scenes that show none of
+    the protected concepts (a distribution distinct from the evaluation prompts of `erasekit.world.prompts_for`)."""
+    from ..world.captions import caption
+    from ..world.oracle import random_scenes
+
+    names = {c.name for c in concepts}
+    if any(not c.family for c in concepts):
+        bad = [c.name for c in concepts if not c.family]
+        raise InvalidValueError(f"{bad} are not toy-world concepts; pass negatives=[unprotected prompts] or a fixed "
+                                "threshold to calibrate a detector for them")
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    k = 0
+    while len(out) < n:
+        for scene in random_scenes(4 * n, seed + k):
+            if names.isdisjoint(scene.labels().values()):
+                out.append(caption(scene, rng))
+                if len(out) == n:
+                    break
+        k += 1
+    return out
+
+
+def calibrate_threshold(scores: np.ndarray, already: np.ndarray, target_fpr: float) -> float:
+    """The smallest threshold such that at most floor(target_fpr * n) negatives are flagged in total, counting the
+    `already` flagged ones (token matches) first. scores, already: (n,) over unprotected prompts."""
+    n = len(scores)
+    budget = int(np.floor(target_fpr * n)) - int(already.sum())
+    rest = np.sort(scores[~already])[::-1]
+    if budget < 0 or len(rest) == 0:
+        return float(np.nextafter(np.float32(rest[0] if len(rest) else 1.0), np.float32(np.inf)))
+    if budget >= len(rest):
+        return float(rest[-1])
+    return float(np.nextafter(np.float32(rest[budget]), np.float32(np.inf)))
+
+
+@dataclass
+class Detection:
+    """Per prompt: flagged, which concept (index or -1), its best similarity, and whether a term matched."""
+
+    flagged: np.ndarray  # (B,) bool
+    concept: np.ndarray  # (B,) int, -1 where none
+    score: np.ndarray  # (B,) float: max similarity over concepts
+    token: np.ndarray  # (B,) bool: a name/keyword matched as words
+    scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))  # (B, C)
+
+
+class ConceptDetector:
+    """Token match + calibrated embedding similarity against each protected concept's name and keywords."""
+
+    def __init__(self, pipe: StableDiffusionPipeline | None, concepts: Sequence[ProtectedConcept],
+                 threshold: float | None = None, target_fpr: float = 0.05, tokens: bool = True,
+                 embedding: bool = True, spans: bool = True, pooling: str = "mean",
+                 negatives: Sequence[str] | None = None, n_calibration: int = 400, calibration_seed: int = 1234):
+        if not concepts:
+            raise InvalidValueError("a detector needs at least one protected concept; got none")
+        if not (tokens or embedding):
+            raise InvalidValueError("a detector needs tokens=True or embedding=True; both are False")
+        self.concepts = tuple(concepts)
+        self.tokens, self.embedding, self.spans = tokens, embedding, spans
+        self.target_fpr = target_fpr
+        self.calibration: dict = {}
+        self.embedder: TextEmbedder | None = None
+        self.threshold = threshold
+        if not embedding:
+            return
+        if pipe is None:
+            raise InvalidValueError("embedding detection needs a pipeline (its text encoder): pass pipe=..., or "
+                                    "use tokens only (embedding=False)")
+        self.embedder = TextEmbedder(pipe, pooling)
+        self._cache: dict[str, torch.Tensor] = {}
+        self.encoder_fingerprint = self.embedder.fingerprint()  # the encoder the threshold belongs to
+        self.refs = [(ci, t) for ci, c in enumerate(self.concepts) for t in c.terms]
+        self.ref_emb = self.embedder([t for _, t in self.refs])  # (R, D)
+        self.ref_concept = torch.tensor([ci for ci, _ in self.refs])
+        self.max_span = max(len(t.split()) for _, t in self.refs) + 1
+        if threshold is None:
+            source = "user negatives"
+            if negatives is None:
+                negatives = toyworld_negatives(self.concepts, n_calibration, calibration_seed)
+                source = f"toyworld training-grammar captions without protected concepts (seed {calibration_seed})"
+            negatives = list(negatives)
+            if len(negatives) < 20:
+                raise InvalidValueError(f"calibration needs >= 20 unprotected prompts, got {len(negatives)}")
+            s = self._similarity(negatives).max(1).values.numpy()
+            tok = self._token_match(negatives).any(1) if tokens else np.zeros(len(negatives), dtype=bool)
+            self.threshold = calibrate_threshold(s, tok, target_fpr)
+            flagged = tok | (s >= self.threshold)
+            self.calibration = {"source": source, "n": len(negatives), "target_fpr": target_fpr,
+                                "achieved_fpr": float(flagged.mean()), "token_fp": int(tok.sum()),
+                                "negative_score_quantiles": {f"p{round(q * 100)}": float(np.quantile(s, q))
+                                                             for q in (0.5, 0.9, 0.99)}}
+
+    def _token_match(self, prompts: Sequence[str]) -> np.ndarray:
+        """(B, C) bool: concept c's name or a keyword occurs in the prompt as words."""
+        return np.array([[bool(find_terms(p, c.terms)) for c in self.concepts] for p in prompts], dtype=bool)\
+            .reshape(len(prompts), len(self.concepts))
+
+    def _embed_cached(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, D) embeddings, each distinct text encoded once per detector (prompts share many word spans)."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if todo:
+            if len(self._cache) + len(todo) > 200_000:
+                self._cache.clear()
+            self._cache.update(zip(todo, self.embedder(todo)))
+        return torch.stack([self._cache[t] for t in texts])
+
+    def _similarity(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(B, C) max cosine between any word span of the prompt (or the prompt only) and any phrase of concept c."""
+        spans = [word_spans(p, self.max_span) if self.spans else [p] for p in prompts]
+        emb = self._embed_cached([x for s in spans for x in s])  # (S, D)
+        sim = emb @ self.ref_emb.T  # (S, R)
+        per_concept = torch.full((len(emb), len(self.concepts)), -1.0)
+        per_concept = per_concept.scatter_reduce(1, self.ref_concept.expand(len(emb), -1), sim, reduce="amax")
+        counts = [len(x) for x in spans]
+        return torch.stack([blk.max(0).values for blk in per_concept.split(counts)])
+
+    def detect(self, prompts: Sequence[str]) -> Detection:
+        prompts = list(prompts)
+        b, c = len(prompts), len(self.concepts)
+        tok = self._token_match(prompts) if self.tokens else np.zeros((b, c), dtype=bool)
+        sim = self._similarity(prompts).numpy() if self.embedding and b else np.full((b, c), -1.0)
+        hit = tok | (sim >= (self.threshold if self.threshold is not None else np.inf))
+        # the concept a prompt is attributed to: a token match first, else the most similar
+        key = np.where(tok, 2.0, 0.0) + np.where(hit, 1.0, 0.0) + sim * 1e-3
+        concept = np.where(hit.any(1), key.argmax(1) if c else -1, -1)
+        return Detection(hit.any(1), concept, sim.max(1) if c else np.zeros(b), tok.any(1), sim)
+
+    def identity(self) -> dict:
+        return {"rule": "token match OR max span cosine >= threshold", "threshold": self.threshold,
+                "tokens": self.tokens, "embedding": self.embedding, "spans": self.spans,
+                "pooling": self.embedder.pooling if self.embedder else None,
+                "encoder_sha256_16": self.encoder_fingerprint if self.embedder else None,
+                "calibration": self.calibration}
+
+
+# ---------------------------------------------------------------------------------------------- prompt detector
+@dataclass(frozen=True)
+class DetectorConfig:
+    action: str = field(default="refuse", metadata={"help": "refuse: do not generate flagged prompts; flag: only record"})
+    threshold: float | None = field(default=None, metadata={"help": "fixed cosine threshold; None calibrates it"})
+    target_fpr: float = field(default=0.05, metadata={"help": "false-positive rate on unprotected prompts to calibrate to"})
+    tokens: bool = field(default=True, metadata={"help": "flag whole-word matches of names/keywords"})
+    embedding: bool = field(default=True, metadata={"help": "flag text-embedding similarity above the threshold"})
+    spans: bool = field(default=True, metadata={"help": "compare every word span of the prompt, not only the whole"})
+    pooling: str = field(default="mean", metadata={"help": "mean (over tokens, BOS excluded) or eos"})
+    n_calibration: int = field(default=400, metadata={"help": "unprotected toy-world prompts drawn for calibration"})
+    calibration_seed: int = field(default=1234, metadata={"help": "seed of the calibration prompts"})
+
+    def __post_init__(self) -> None:
+        check_detection_fields(self)
+        if self.action not in ("refuse", "flag"):
+            raise InvalidValueError(f"detector action must be 'refuse' or 'flag', got {self.action!r}")
+
+
+def check_detection_fields(cfg) -> None:
+    """Shared checks of the detection fields of DetectorConfig / GuardiansConfig."""
+    if not 0.0 <= cfg.target_fpr < 1.0:
+        raise InvalidValueError(f"target_fpr must be in [0, 1), got {cfg.target_fpr}")
+    if cfg.threshold is not None and not -1.0 <= cfg.threshold <= 1.0:
+        raise InvalidValueError(f"threshold is a cosine in [-1, 1], got {cfg.threshold}")
+    if cfg.pooling not in ("mean", "eos"):
+        raise InvalidValueError(f"pooling must be 'mean' or 'eos', got {cfg.pooling!r}")
+    if cfg.n_calibration < 20:
+        raise InvalidValueError(f"n_calibration must be >= 20, got {cfg.n_calibration}")
+
+
+def build_detector(cfg, concepts: Sequence[ProtectedConcept], pipe: StableDiffusionPipeline | None,
+                   negatives: Sequence[str] | None) -> ConceptDetector:
+    return ConceptDetector(pipe, concepts, threshold=cfg.threshold, target_fpr=cfg.target_fpr, tokens=cfg.tokens,
+                           embedding=cfg.embedding, spans=cfg.spans, pooling=cfg.pooling, negatives=negatives,
+                           n_calibration=cfg.n_calibration, calibration_seed=cfg.calibration_seed)
+
+
+class PromptDetector(Shield):
+    """Prompt/embedding classifier for protected concepts; refuses (or only records) flagged requests.
+
+    Guardians of Generation's detection module without its LLM check (see the module docstring for deviations).
+    """
+
+    name = "detector"
+    config_cls = DetectorConfig
+    primary = "action"
+    needs_pipe = True
+
+    def __init__(self, config: DetectorConfig | None = None, concepts: Sequence[str | ProtectedConcept] = (),
+                 pipe: StableDiffusionPipeline | None = None, negatives: Sequence[str] | None = None):
+        super().__init__(config, concepts)
+        self.detector = build_detector(self.config, self.concepts, pipe, negatives)
+
+    def prepare(self, prompts: list[str]) -> tuple[list[str], np.ndarray, dict[str, list]]:
+        d = self.detector.detect(prompts)
+        refused = d.flagged.copy() if self.config.action == "refuse" else np.zeros(len(prompts), dtype=bool)
+        names = [self.concepts[i].name if i >= 0 else None for i in d.concept]
+        return prompts, refused, {"detected": d.flagged.tolist(), "concept": names, "score": d.score.tolist(),
+                                  "token_match": d.token.tolist()}
+
+    def identity(self) -> dict:
+        return {**super().identity(), "detector": self.detector.identity()}
+
+
+# ------------------------------------------------------------------------------------------------- image filter
+NUDENET_EXPOSED = ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "BUTTOCKS_EXPOSED",
+                   "ANUS_EXPOSED")
+
+
+@dataclass(frozen=True)
+class ImageFilterConfig:
+    action: str = field(default="block", metadata={"help": "block (black image) or regenerate with a fresh seed"})
+    classifier: str = field(default="oracle", metadata={"help": "oracle (toy world), nudenet, or custom (callable)"})
+    max_tries: int = field(default=2, metadata={"help": "regenerations per flagged image before blocking it"})
+    nudenet_threshold: float = field(default=0.6, metadata={"help": "NudeNet detection score threshold"})
+    nudenet_classes: tuple[str, ...] = field(default=NUDENET_EXPOSED, metadata={"help": "NudeNet classes that flag"})
+
+    def __post_init__(self) -> None:
+        if self.action not in ("block", "regenerate"):
+            raise InvalidValueError(f"image_filter action must be 'block' or 'regenerate', got {self.action!r}")
+        if self.classifier not in ("oracle", "nudenet", "custom"):
+            raise InvalidValueError(f"image_filter classifier must be oracle, nudenet or custom, got {self.classifier!r}")
+        if self.max_tries < 0:
+            raise InvalidValueError(f"max_tries must be >= 0, got {self.max_tries}")
+        if not 0.0 < self.nudenet_threshold < 1.0:
+            raise InvalidValueError(f"nudenet_threshold must be in (0, 1), got {self.nudenet_threshold}")
+
+
+class ImageFilter(Shield):
+    """Output filter: flags generated images showing a protected concept; `shielded_generate` blocks (black image) or
+    regenerates them. Classifiers: the toy-world oracle (flags an image whose predicted class of the concept's family
+    is the concept), NudeNet (any of `nudenet_classes` at >= `nudenet_threshold`; AGPL, optional, lazily imported), or
+    a callable `(N, H, W, 3) uint8 -> (N,) bool` (classifier="custom")."""
+
+    name = "image_filter"
+    config_cls = ImageFilterConfig
+    primary = "action"
+    is_filter = True
+
+    def __init__(self, config: ImageFilterConfig | None = None, concepts: Sequence[str | ProtectedConcept] = (),
+                 classifier: Callable[[np.ndarray], np.ndarray] | None = None, oracle=None):
+        super().__init__(config, concepts)
+        kind = self.config.classifier
+        self._fn: Callable[[np.ndarray], np.ndarray]
+        if classifier is not None and kind != "custom":
+            raise InvalidValueError(f"a classifier callable was given but classifier={kind!r}; use classifier=custom")
+        if kind == "custom":
+            if classifier is None or not callable(classifier):
+                raise InvalidValueError("image_filter:classifier=custom needs classifier=<callable (N,H,W,3) uint8 -> "
+                                        f"(N,) bool>, got {classifier!r}")
+            self._fn, self._id = classifier, {"classifier": "custom", "callable": getattr(classifier, "__qualname__",
+                                                                                        repr(classifier))}
+        elif kind == "oracle":
+            self._init_oracle(oracle)
+        else:
+            self._init_nudenet()
+
+    def _init_oracle(self, oracle) -> None:
+        if not self.concepts:
+            raise InvalidValueError("the oracle filter needs protected toy-world concepts; got none")
+        bad = [c.name for c in self.concepts if not c.family]
+        if bad:
+            raise InvalidValueError(f"the toy-world oracle cannot see {bad}: not catalogue concepts; "
+                                    "use classifier=nudenet or classifier=custom")
+        if oracle is None:
+            from ..world import load_oracle
+
+            oracle = load_oracle()
+        targets = [(c.family, c.name) for c in self.concepts]
+
+        def flag(images: np.ndarray) -> np.ndarray:
+            pred = oracle.predict(images)
+            return np.array([any(p[f] == n for f, n in targets) for p in pred], dtype=bool)
+
+        self._fn, self._id = flag, {"classifier": "oracle", "oracle": oracle.identity() | {"classes": "(omitted)"},
+                                    "rule": "flag if predicted class of the concept's family == concept"}
+
+    def _init_nudenet(self) -> None:
+        try:
+            from nudenet import NudeDetector  # AGPL-3.0: optional, never a dependency of erasekit
+        except ImportError as e:
+            raise ErasekitError("image_filter:classifier=nudenet needs the optional package nudenet "
+                                "(AGPL-3.0): pip install nudenet") from e
+        import importlib.metadata
+
+        det = NudeDetector()
+        classes, thr = set(self.config.nudenet_classes), self.config.nudenet_threshold
+
+        def flag(images: np.ndarray) -> np.ndarray:
+            out = []
+            for im in images:
+                found = det.detect(np.ascontiguousarray(im[..., ::-1]))  # NudeNet reads BGR arrays
+                out.append(any(d["class"] in classes and d["score"] >= thr for d in found))
+            return np.array(out, dtype=bool)
+
+        self._fn, self._id = flag, {"classifier": "nudenet", "version": importlib.metadata.version("nudenet"),
+                                    "threshold": thr, "classes": sorted(classes)}
+
+    def flag(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
+        out = np.asarray(self._fn(images), dtype=bool).reshape(-1)
+        if out.shape != (len(images),):
+            raise InvalidValueError(f"the image classifier returned {out.shape} flags for {len(images)} images")
+        return out
+
+    @property
+    def on_flag(self) -> str:
+        return self.config.action
+
+    @property
+    def max_tries(self) -> int:
+        return self.config.max_tries if self.config.action == "regenerate" else 0
+
+    def identity(self) -> dict:
+        return {**super().identity(), "filter": self._id}
+
+
+__all__ = ["ConceptDetector", "Detection", "DetectorConfig", "ImageFilter", "ImageFilterConfig", "PromptDetector",
+           "TextEmbedder", "calibrate_threshold", "drop_terms", "find_terms", "protect", "tidy", "toyworld_negatives",
+           "word_spans"]
