@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
+from ..config import config_options, make_config
 from ..errors import InvalidValueError, UnknownNameError
 from ..io import atomic_write_bytes, atomic_write_text
 from ..registry import Registry
@@ -338,15 +339,11 @@ class AttackMethod:
 
     def make_config(self, options: Mapping[str, Any]) -> Any:
         """The config with `options` applied; unknown keys raise UnknownNameError with close matches."""
-        names = [f.name for f in dataclasses.fields(self.config_cls)]
-        for key in options:
-            if key not in names:
-                raise UnknownNameError(f"{self.name} option", key, names)
-        return self.config_cls(**options)
+        return make_config(self.name, self.config_cls, options)
 
     def options(self) -> list[tuple[str, str, str]]:
         """(name, default, help) of each config option."""
-        return [(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(self.config_cls)]
+        return config_options(self.config_cls)
 
 
 attacks: Registry[AttackMethod] = Registry("attack")

@@ -25,44 +25,10 @@ def _print_options(name: str) -> None:
 
 def parse_attack_options(name: str, pairs: tuple[str, ...]) -> dict:
     """CLI "key=value" strings -> typed options of attack `name` (tuples: comma-separated)."""
-    import dataclasses
-    import types
-    import typing
-
     from ..attacks import get_attack
-    from ..errors import InvalidValueError, UnknownNameError
+    from ..config import parse_options
 
-    m = get_attack(name)
-    hints = typing.get_type_hints(m.config_cls)
-    names = [f.name for f in dataclasses.fields(m.config_cls)]
-    out: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise InvalidValueError(f"option {pair!r} is not of the form key=value")
-        if key not in names:
-            raise UnknownNameError(f"{name} option", key, names)
-        tp = hints[key]
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
-            if value.strip().lower() in ("none", "null", ""):
-                out[key] = None
-                continue
-            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        try:
-            if typing.get_origin(tp) is tuple:
-                item = (typing.get_args(tp) or (str,))[0]
-                out[key] = tuple(item(v.strip()) for v in value.split(",") if v.strip())
-            elif tp is bool:
-                low = value.strip().lower()
-                if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                    raise ValueError(value)
-                out[key] = low in ("1", "true", "yes", "on")
-            else:
-                out[key] = tp(value)
-        except ValueError:
-            raise InvalidValueError(f"option {key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
-    return out
+    return parse_options(name, get_attack(name).config_cls, pairs)
 
 
 @click.command("attack")

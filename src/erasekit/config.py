@@ -1,0 +1,68 @@
+"""Method configs (frozen dataclasses with `field(metadata={"help": ...})`): build them from keyword options, list
+them, and parse CLI "key=value" strings — one implementation for erasers, attacks and shields."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import InvalidValueError, UnknownNameError
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def make_config(label: str, config_cls: type, options: Mapping[str, Any]) -> Any:
+    """`config_cls(**options)`; an unknown key raises UnknownNameError("<label> option", ...) with close matches."""
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    for key in options:
+        if key not in names:
+            raise UnknownNameError(f"{label} option", key, names)
+    return config_cls(**options)
+
+
+def config_options(config_cls: type) -> list[tuple[str, str, str]]:
+    """(name, default, help) of each option of a config dataclass."""
+    return [(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(config_cls)]
+
+
+def _scalar(tp: Any, text: str, key: str) -> Any:
+    if tp is bool:
+        low = text.strip().lower()
+        if low in TRUE or low in FALSE:
+            return low in TRUE
+        raise InvalidValueError(f"option {key}={text!r} is not a boolean (true/false)")
+    if tp in (int, float):
+        try:
+            return tp(text)
+        except ValueError:
+            raise InvalidValueError(f"option {key}={text!r} is not a{'n' if tp is int else ''} {tp.__name__}") from None
+    return text
+
+
+def parse_options(label: str, config_cls: type, pairs: Sequence[str]) -> dict[str, Any]:
+    """CLI "key=value" strings -> typed options of `config_cls` (tuples: comma-separated; "none" for optionals)."""
+    hints = typing.get_type_hints(config_cls)
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise InvalidValueError(f"option {pair!r} is not of the form key=value")
+        if key not in names:
+            raise UnknownNameError(f"{label} option", key, names)
+        tp = hints[key]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            if value.strip().lower() in ("none", "null", ""):
+                out[key] = None
+                continue
+            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        if typing.get_origin(tp) is tuple:
+            item = (typing.get_args(tp) or (str,))[0]
+            out[key] = tuple(_scalar(item, p.strip(), key) for p in value.split(",") if p.strip())
+        else:
+            out[key] = _scalar(tp, value, key)
+    return out
