@@ -57,3 +57,15 @@ def test_demo_writes_report_and_grid(tmp_path):
     assert len(results["samples"]) == 14 and set(results["agreement"]) == {"object", "colour", "artist", "character", "unsafe"}
     assert set(results["erasure"]["variants"]) == {"base", "uce"}
     assert (tmp_path / "demo" / "grid.png").exists()
+
+
+def test_generate_and_attack_accept_a_shield(tmp_path):
+    res = run("generate", "--prompt", "a picture of Zorbo", "-n", "1", "--steps", "3", "--shield", "negative_prompt",
+              "--protect", "Zorbo", "--out", str(tmp_path / "g.png"))
+    assert res.exit_code == 0 and (tmp_path / "g.png").exists(), res.output
+    bad = CliRunner().invoke(main, ["generate", "--prompt", "x", "--shield", "sdl", "--protect", "Zorbo"])
+    assert bad.exit_code == 2 and "sld" in bad.output
+    res = run("attack", "--attack", "copycat", "--concept", "Zorbo", "--shield", "negative_prompt", "-n", "1",
+              "--steps", "1", "--out", str(tmp_path / "att"))
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "att" / "result.json").read_text())["config"]["shield"] == "negative_prompt"

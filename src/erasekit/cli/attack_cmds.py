@@ -44,10 +44,11 @@ def parse_attack_options(name: str, pairs: tuple[str, ...]) -> dict:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="attack option, e.g. -o k=3")
 @click.option("--show-config", is_flag=True, help="list the attack's options and exit")
+@click.option("--shield", default=None, help='shield spec protecting the concept on the target, e.g. "sld:strong"')
 @click.option("--out", default="runs/attack", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
 def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_seconds, seed, options, show_config,
-               out) -> None:
+               shield, out) -> None:
     """Attack a model to revive an erased concept; writes OUT/result.json and OUT/grid.png."""
     import copy
 
@@ -83,10 +84,16 @@ def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_s
         for path in edits:
             Edit.load(path).apply(target)  # refuses edits made for other base weights
         adv(info="attacking", total=len(prompts) or num_prompts)
+        shield_obj = None
+        if shield:
+            from ..shields import get_shield
+
+            shield_obj = get_shield(shield, concepts=[concept] if concept else (), pipe=target)
         result = run_attack(attack, target, concept, base_pipe=base if method.needs_base else None, oracle=oracle,
-                            prompts=list(prompts) or None, n_prompts=num_prompts, progress=adv, **config)
+                            prompts=list(prompts) or None, n_prompts=num_prompts, progress=adv, shield=shield_obj,
+                            **config)
     out = Path(out)
-    result.config["model"], result.config["edits"] = model, list(edits)
+    result.config["model"], result.config["edits"], result.config["shield"] = model, list(edits), shield
     path = result.save(out)
     from ..attacks import AttackContext
 

@@ -69,9 +69,11 @@ def ls_cmd(kind: str | None) -> None:
 @click.option("--negative-prompt", default=None)
 @click.option("--edit", "edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="edit file to apply first (repeat to apply several, in order)")
+@click.option("--shield", default=None, help='shield spec, e.g. "negative_prompt+sld:strong" (needs --protect)')
+@click.option("--protect", "protect", multiple=True, help="concept the shield protects (repeat)")
 @click.option("--out", default="runs/generate.png", show_default=True, type=click.Path(dir_okay=False))
 @friendly_errors
-def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, edits, out) -> None:
+def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, edits, shield, protect, out) -> None:
     """Generate a PNG grid (one row per prompt) with any SD1.x pipeline, optionally with edits applied."""
     from .. import generate, load_pipeline
     from ..edits import Edit
@@ -86,8 +88,14 @@ def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, ed
     seeds = [seed + j for _ in prompts for j in range(num)]
     t = time.time()
     with progress_bar("generating", len(flat)) as adv:
-        imgs = generate(pipe, flat, seeds, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
-                        progress=adv)
+        if shield:
+            from ..shields import get_shield, shielded_generate
+
+            chain = get_shield(shield, concepts=list(protect), pipe=pipe)
+            imgs, _ = shielded_generate(pipe, flat, seeds, shields=chain, steps=steps, guidance=guidance, progress=adv)
+        else:
+            imgs = generate(pipe, flat, seeds, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+                            progress=adv)
     save_grid(imgs, out, ncol=num)
     console.print(f"wrote {out} ({len(flat)} images in {time.time() - t:.1f} s)")
 
