@@ -20,7 +20,10 @@ def make_config(label: str, config_cls: type, options: Mapping[str, Any]) -> Any
     for key in options:
         if key not in names:
             raise UnknownNameError(f"{label} option", key, names)
-    return config_cls(**options)
+    hints = typing.get_type_hints(config_cls)
+    clean = {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v
+             for k, v in options.items()}  # JSON/YAML give lists where the config wants tuples
+    return config_cls(**clean)
 
 
 def config_options(config_cls: type) -> list[tuple[str, str, str]]:

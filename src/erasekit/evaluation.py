@@ -32,7 +32,7 @@ from .metrics import attack_success_rate, detection_rate, image_drift, label_acc
 from .models import load_pipeline
 from .sampling import default_guidance, encode_prompts
 from .suite import Suite
-from .world import CATALOGUE, NONE, Prompt, prompts_for
+from .world import CATALOGUE, Prompt, prompts_for
 
 GENERALITY_SETS = ("heldout", "keyword", "indirect")
 

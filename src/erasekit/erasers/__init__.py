@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import types
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import config_options, make_config
 from ..edits import Edit
-from ..errors import InvalidValueError, UnknownNameError
+from ..errors import InvalidValueError
 from ..registry import Registry
 
 
@@ -67,18 +66,11 @@ class Method:
 
     def make_config(self, options: Mapping[str, Any]) -> Any:
         """The config with `options` applied; unknown keys raise UnknownNameError with close matches."""
-        fields = {f.name: f for f in dataclasses.fields(self.config_cls)}
-        for key in options:
-            if key not in fields:
-                raise UnknownNameError(f"{self.name} option", key, fields)
-        hints = typing.get_type_hints(self.config_cls)
-        clean = {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v
-                 for k, v in options.items()}
-        return self.config_cls(**clean)
+        return make_config(self.name, self.config_cls, options)
 
     def options(self) -> list[tuple[str, str, str]]:
         """(name, default, help) of each config option."""
-        return [(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(self.config_cls)]
+        return config_options(self.config_cls)
 
 
 erasers: Registry[Method] = Registry("eraser")
@@ -126,52 +118,11 @@ def erase(pipe: Any, method: str, erase: Sequence[str] | str, preserve: Sequence
 # ------------------------------------------------------------------------------------------------ CLI helpers
 
 
-def _parse_scalar(tp: Any, text: str, key: str) -> Any:
-    if tp is bool:
-        low = text.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise InvalidValueError(f"option {key}={text!r} is not a boolean (true/false)")
-    if tp in (int, float):
-        try:
-            return tp(text)
-        except ValueError:
-            raise InvalidValueError(f"option {key}={text!r} is not a{'n' if tp is int else ''} {tp.__name__}") from None
-    return text
-
-
 def parse_options(method: str, pairs: Sequence[str]) -> dict[str, Any]:
     """Turn CLI "key=value" strings into typed config options of `method` (tuples: comma-separated)."""
-    m = get_eraser(method)
-    hints = typing.get_type_hints(m.config_cls)
-    names = [f.name for f in dataclasses.fields(m.config_cls)]
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise InvalidValueError(f"option {pair!r} is not of the form key=value")
-        if key not in names:
-            raise UnknownNameError(f"{method} option", key, names)
-        tp = hints[key]
-        origin = typing.get_origin(tp)
-        if origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if value.strip().lower() in ("none", "null", ""):
-                out[key] = None
-                continue
-            tp = args[0]
-            origin = typing.get_origin(tp)
-        if origin is tuple:
-            args = typing.get_args(tp)
-            item = args[0] if args else str
-            parts = [p.strip() for p in value.split(",")] if value.strip() else []
-            out[key] = tuple(_parse_scalar(item, p, key) for p in parts)
-        else:
-            out[key] = _parse_scalar(tp, value, key)
-    return out
+    from ..config import parse_options as parse
+
+    return parse(method, get_eraser(method).config_cls, pairs)
 
 
 __all__ = ["EraseRequest", "Method", "erase", "erasers", "get_eraser", "parse_options"]
