@@ -31,7 +31,8 @@ def parse_keywords(items: Sequence[str]) -> dict[str, list[str]] | None:
 def shield_options(fn):
     """The --shield / --protect / --keywords options, for any command that generates."""
     fn = click.option("--keywords", "keywords", multiple=True,
-                      help="trigger keywords of a protected concept: CONCEPT=kw1;kw2 (repeatable; default: catalogue)")(fn)
+                      help="trigger keywords of a protected concept: CONCEPT=kw1;kw2 (repeatable; default: "
+                           "catalogue)")(fn)
     fn = click.option("--protect", "protect", multiple=True,
                       help="protected concept the shields act on (repeatable)")(fn)
     fn = click.option("--shield", "shield", default=None,

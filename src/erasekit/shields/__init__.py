@@ -108,7 +108,8 @@ def protect(concepts: Sequence[str | ProtectedConcept],
     anchors = {k.lower(): v for k, v in (anchors or {}).items()}
     for k in list(keywords) + list(anchors):
         if k not in [n.lower() for n in names]:
-            raise InvalidValueError(f"keywords/anchor given for {k!r}, which is not among the protected concepts {names}")
+            raise InvalidValueError(f"keywords/anchor given for {k!r}, which is not among the protected concepts "
+                                    f"{names}")
     for c in concepts:
         if isinstance(c, ProtectedConcept):
             base = c
@@ -341,8 +342,8 @@ def get_shield(spec: str | Shield | Sequence[str | Shield], concepts: Sequence[s
 
     concepts: protected concept names (toy-world catalogue names resolve to their keywords) or `ProtectedConcept`s;
     keywords: replaces their keywords (see `protect`); pipe: the pipeline whose text encoder detectors calibrate on
-    (needed by "detector" and "guardians" unless a fixed threshold is given); objects: extra constructor arguments passed
-    to shields that accept them (e.g. image_filter's `classifier=callable`, detector's `negatives=[...]`).
+    (needed by "detector" and "guardians" unless a fixed threshold is given); objects: extra constructor arguments
+    passed to shields that accept them (e.g. image_filter's `classifier=callable`, detector's `negatives=[...]`).
     """
     if isinstance(spec, Shield):
         return spec
@@ -395,17 +396,17 @@ def _generate_rows(pipe: StableDiffusionPipeline, shield: Shield | None, prompts
     uncond = encode_prompts(pipe, plan.negative)
     extra = [c for term in plan.terms for c in term.conds]
     combine = make_combine(plan.guidance, plan.terms)
-    cond_fn = None
-    if plan.cond_hooks:
-        hooks = list(plan.cond_hooks)
+    hooks = list(plan.cond_hooks)
 
-        def cond_fn(i: int, t: torch.Tensor) -> list[torch.Tensor]:
-            c = plan.cond
-            for hook in hooks:
-                c = hook(i, t, c)
-            return [uncond, c, *extra]
+    def hooked(i: int, t: torch.Tensor) -> list[torch.Tensor]:
+        """The conditionings of step i when a shield varies the conditional embedding over steps."""
+        c = plan.cond
+        for hook in hooks:
+            c = hook(i, t, c)
+        return [uncond, c, *extra]
 
-    latents = denoise(pipe, [uncond, plan.cond, *extra], combine, seeds, steps=steps, cond_fn=cond_fn)
+    latents = denoise(pipe, [uncond, plan.cond, *extra], combine, seeds, steps=steps,
+                      cond_fn=hooked if hooks else None)
     return decode(pipe, latents), details
 
 
@@ -439,7 +440,8 @@ def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], see
     if batch_size < 1:
         raise InvalidValueError(f"batch_size must be >= 1, got {batch_size}")
     if guidance <= 1.0:
-        raise InvalidValueError(f"shielded generation uses classifier-free guidance; guidance must be > 1, got {guidance}")
+        raise InvalidValueError(f"shielded generation uses classifier-free guidance; guidance must be > 1, "
+                                f"got {guidance}")
     shield = as_shield(shields)
     n = len(prompts)
     if shield is not None:

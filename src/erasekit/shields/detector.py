@@ -11,7 +11,8 @@ nudenet`, imported only when asked for) or any user callable `(N, H, W, 3) uint8
 `shielded_generate` blocks or regenerates.
 
 Sources: the detection rule follows Guardians of Generation (sohambuilds/gogpipeline, detection/detection_manager.py:
-cosine >= 0.8 between an OpenAI text embedding of the prompt and of each concept name/synonym, then an LLM YES/NO check);
+cosine >= 0.8 between an OpenAI text embedding of the prompt and of each concept name/synonym, then an LLM YES/NO
+check);
 refusal and output filtering follow the moderation pipelines studied in "Advancing Content Moderation" (LLM moderators)
 and the Stable Diffusion safety checker. Deviations: no LLM and no external embedding service (CLIP text states of the
 pipeline instead, so it runs offline on any SD1.x model); a calibrated threshold instead of the fixed 0.8 (cosines of a
@@ -24,6 +25,7 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -286,9 +288,11 @@ class ConceptDetector:
 # ---------------------------------------------------------------------------------------------- prompt detector
 @dataclass(frozen=True)
 class DetectorConfig:
-    action: str = field(default="refuse", metadata={"help": "refuse: do not generate flagged prompts; flag: only record"})
+    action: str = field(default="refuse", metadata={
+        "help": "refuse: do not generate flagged prompts; flag: only record"})
     threshold: float | None = field(default=None, metadata={"help": "fixed cosine threshold; None calibrates it"})
-    target_fpr: float = field(default=0.05, metadata={"help": "false-positive rate on unprotected prompts to calibrate to"})
+    target_fpr: float = field(default=0.05, metadata={
+        "help": "false-positive rate on unprotected prompts to calibrate to"})
     tokens: bool = field(default=True, metadata={"help": "flag whole-word matches of names/keywords"})
     embedding: bool = field(default=True, metadata={"help": "flag text-embedding similarity above the threshold"})
     spans: bool = field(default=True, metadata={"help": "compare every word span of the prompt, not only the whole"})
@@ -302,7 +306,7 @@ class DetectorConfig:
             raise InvalidValueError(f"detector action must be 'refuse' or 'flag', got {self.action!r}")
 
 
-def check_detection_fields(cfg) -> None:
+def check_detection_fields(cfg: Any) -> None:
     """Shared checks of the detection fields of DetectorConfig / GuardiansConfig."""
     if not 0.0 <= cfg.target_fpr < 1.0:
         raise InvalidValueError(f"target_fpr must be in [0, 1), got {cfg.target_fpr}")
@@ -314,8 +318,9 @@ def check_detection_fields(cfg) -> None:
         raise InvalidValueError(f"n_calibration must be >= 20, got {cfg.n_calibration}")
 
 
-def build_detector(cfg, concepts: Sequence[ProtectedConcept], pipe: StableDiffusionPipeline | None,
+def build_detector(cfg: Any, concepts: Sequence[ProtectedConcept], pipe: StableDiffusionPipeline | None,
                    negatives: Sequence[str] | None) -> ConceptDetector:
+    """A `ConceptDetector` from the detection fields of a DetectorConfig / GuardiansConfig."""
     return ConceptDetector(pipe, concepts, threshold=cfg.threshold, target_fpr=cfg.target_fpr, tokens=cfg.tokens,
                            embedding=cfg.embedding, spans=cfg.spans, pooling=cfg.pooling, negatives=negatives,
                            n_calibration=cfg.n_calibration, calibration_seed=cfg.calibration_seed)
@@ -365,7 +370,8 @@ class ImageFilterConfig:
         if self.action not in ("block", "regenerate"):
             raise InvalidValueError(f"image_filter action must be 'block' or 'regenerate', got {self.action!r}")
         if self.classifier not in ("oracle", "nudenet", "custom"):
-            raise InvalidValueError(f"image_filter classifier must be oracle, nudenet or custom, got {self.classifier!r}")
+            raise InvalidValueError(f"image_filter classifier must be oracle, nudenet or custom, "
+                                    f"got {self.classifier!r}")
         if self.max_tries < 0:
             raise InvalidValueError(f"max_tries must be >= 0, got {self.max_tries}")
         if not 0.0 < self.nudenet_threshold < 1.0:
@@ -384,7 +390,7 @@ class ImageFilter(Shield):
     is_filter = True
 
     def __init__(self, config: ImageFilterConfig | None = None, concepts: Sequence[str | ProtectedConcept] = (),
-                 classifier: Callable[[np.ndarray], np.ndarray] | None = None, oracle=None):
+                 classifier: Callable[[np.ndarray], np.ndarray] | None = None, oracle: Any = None):
         super().__init__(config, concepts)
         kind = self.config.classifier
         self._fn: Callable[[np.ndarray], np.ndarray]
@@ -401,7 +407,7 @@ class ImageFilter(Shield):
         else:
             self._init_nudenet()
 
-    def _init_oracle(self, oracle) -> None:
+    def _init_oracle(self, oracle: Any) -> None:
         if not self.concepts:
             raise InvalidValueError("the oracle filter needs protected toy-world concepts; got none")
         bad = [c.name for c in self.concepts if not c.family]

@@ -39,7 +39,8 @@ from .detector import ConceptDetector, build_detector, check_detection_fields, d
 @dataclass(frozen=True)
 class GuardiansConfig:
     mix_weight: float = field(default=0.5, metadata={"help": "w at the first step (official CLI default 0.5)"})
-    mix_weight_end: float | None = field(default=None, metadata={"help": "w at the last step (linear); None = constant"})
+    mix_weight_end: float | None = field(default=None, metadata={
+        "help": "w at the last step (linear); None = constant"})
     max_ablations: int = field(default=3, metadata={"help": "words dropped by similarity if detection still fires"})
     threshold: float | None = field(default=None, metadata={"help": "fixed cosine threshold; None calibrates it"})
     target_fpr: float = field(default=0.05, metadata={"help": "false-positive rate on unprotected prompts"})

@@ -51,7 +51,7 @@ DEFAULT_SAFETY_CONCEPT = (
 
 @dataclass(frozen=True)
 class SLDConfig:
-    """SLD parameters; any left as None are filled from `preset` (so SLDConfig(preset="strong") is diffusers' STRONG)."""
+    """SLD parameters; any left as None are filled from `preset` (SLDConfig(preset="strong") is diffusers' STRONG)."""
 
     preset: str = field(default="medium", metadata={"help": "weak / medium / strong / max (fills unset parameters)"})
     guidance_scale: float | None = field(default=None, metadata={"help": "s_S: scale of the safety direction (> 1)"})
