@@ -215,6 +215,9 @@ def markdown(cmd: str, res: dict, seconds: float) -> str:
     lat = res["latency"]
     lines += ["### Latency (16-image batch, Zorbo + unprotected prompts, median of "
               f"{res['config']['repeats']} interleaved repeats)", "",
+              "8 of the 16 prompts name Zorbo: the detector refuses them (no generation, hence faster than no shield) "
+              "and the image filter flags their images (`regenerate` then generates them again, up to 2 times). "
+              "Detector calibration (once per shield construction) is listed per concept above, not here.", "",
               "| shield | s / image | added ms / image | x no shield |", "|---|---|---|---|"]
     for s, v in lat.items():
         lines.append(f"| {s} | {v['s_per_image']:.4f} | {v['added_ms_per_image']:+.1f} | {v['ratio']:.2f} |")

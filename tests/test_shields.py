@@ -11,8 +11,8 @@ import torch
 
 from erasekit import generate
 from erasekit.errors import ErasekitError, InvalidValueError, UnknownNameError
-from erasekit.shields import (Chain, ProtectedConcept, get_shield, protect, regenerated_seed, shielded_generate,
-                              shields)
+from erasekit.shields import (Chain, ProtectedConcept, get_shield, parse_spec, protect, regenerated_seed,
+                              shielded_generate, shields)
 from erasekit.shields.detector import calibrate_threshold, drop_terms, find_terms
 from erasekit.shields.guardians import GuardiansConfig, mix_weights
 from erasekit.shields.sld import PRESETS, SLDConfig
@@ -263,7 +263,11 @@ def test_detector_records_its_calibration(tiny_pipe):
     det = get_shield("detector:target_fpr=0.1,n_calibration=200", concepts=["Zorbo"], pipe=tiny_pipe)
     ident = det.identity()["detector"]
     cal = ident["calibration"]
-    assert cal["n"] == 200 and cal["target_fpr"] == 0.1 and cal["achieved_fpr"] <= 0.1
+    from erasekit.shields.detector import toyworld_negatives
+
+    negatives = toyworld_negatives(protect(["Zorbo"]), 200)
+    assert len(negatives) > 200 and "Mossy" in negatives and "tin robot" not in negatives  # + other concepts' phrases
+    assert cal["n"] == len(negatives) and cal["target_fpr"] == 0.1 and cal["achieved_fpr"] <= 0.1
     assert ident["threshold"] > cal["negative_score_quantiles"]["p50"] and len(ident["encoder_sha256_16"]) == 16
     user = get_shield("detector", concepts=["naked people"], pipe=tiny_pipe,
                       negatives=[f"a photo of a {w}" for w in "cat dog car tree house boat cup lamp road bird".split()]
@@ -290,6 +294,14 @@ def test_detector_records_its_calibration(tiny_pipe):
 def test_bad_specs_name_the_bad_value(spec, kwargs, error, match):
     with pytest.raises(error, match=match):
         get_shield(spec, concepts=["Zorbo"], **kwargs)
+
+
+def test_parse_spec_validates_without_building():
+    (neg, neg_cfg), (sld, sld_cfg) = parse_spec("negative_prompt+sld:strong,warmup_steps=3")
+    assert neg.name == "negative_prompt" and sld.name == "sld"
+    assert (sld_cfg.preset, sld_cfg.warmup_steps, sld_cfg.guidance_scale) == ("strong", 3, 2000.0)
+    with pytest.raises(UnknownNameError, match="Did you mean: 'guardians'"):
+        parse_spec("detector+guardian")
 
 
 def test_bad_inputs(tiny_pipe):

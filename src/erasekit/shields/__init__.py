@@ -335,6 +335,20 @@ def parse_options(cls: type[Shield], opts: str) -> Any:
     return cls.config_cls(**kwargs)
 
 
+def parse_spec(spec: str) -> list[tuple[type[Shield], Any]]:
+    """(shield class, config) for each shield of a spec string, without building anything (no concepts, no pipeline
+    needed): validates a spec early, e.g. in a CLI before any generation. Raises with close matches on bad names."""
+    parts = [p.strip() for p in str(spec).split("+")]
+    if not str(spec).strip() or not all(parts):
+        raise InvalidValueError(f"empty shield in spec {spec!r}; known shields: {', '.join(shields.names())}")
+    out = []
+    for part in parts:
+        name, _, opts = part.partition(":")
+        cls = shields.get(name.strip())
+        out.append((cls, parse_options(cls, opts)))
+    return out
+
+
 def get_shield(spec: str | Shield | Sequence[str | Shield], concepts: Sequence[str | ProtectedConcept] = (),
                pipe: StableDiffusionPipeline | None = None, keywords: Mapping[str, Sequence[str]] | Sequence[str] | None
                = None, **objects: Any) -> Shield:
@@ -347,21 +361,16 @@ def get_shield(spec: str | Shield | Sequence[str | Shield], concepts: Sequence[s
     """
     if isinstance(spec, Shield):
         return spec
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.split("+")]
-        if not spec.strip() or not all(parts):
-            raise InvalidValueError(f"empty shield in spec {spec!r}; known shields: {', '.join(shields.names())}")
-    else:
-        parts = list(spec)
+    parts: list[Shield | tuple[type[Shield], Any]] = []
+    for item in ([spec] if isinstance(spec, str) else list(spec)):
+        parts += [item] if isinstance(item, Shield) else parse_spec(item)
     protected = protect(concepts, keywords)
     built: list[Shield] = []
     for part in parts:
         if isinstance(part, Shield):
             built.append(part)
             continue
-        name, _, opts = part.partition(":")
-        cls = shields.get(name.strip())
-        config = parse_options(cls, opts)
+        cls, config = part
         accepted = set(inspect.signature(cls.__init__).parameters)
         kw = {k: v for k, v in objects.items() if k in accepted}
         built.append(cls(config, protected, pipe=pipe, **kw) if "pipe" in accepted else cls(config, protected, **kw))
@@ -504,4 +513,5 @@ def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], see
 
 
 __all__ = ["Chain", "GuidanceTerm", "Plan", "ProtectedConcept", "Shield", "as_shield", "catalogue_keywords",
-           "get_shield", "make_combine", "parse_options", "protect", "regenerated_seed", "shielded_generate", "shields"]
+           "get_shield", "make_combine", "parse_options", "parse_spec", "protect", "regenerated_seed",
+           "shielded_generate", "shields"]

@@ -2,9 +2,12 @@
 
 Prompt side (`ConceptDetector`, shield "detector"): a prompt is flagged when it names a protected concept or one of its
 trigger keywords (whole-word token match), or when its text embedding is close to one of those phrases: cosine
-similarity of L2-normalised, mean-pooled CLIP text-encoder states (the pipeline's own encoder; BOS excluded) between
-every word span of the prompt and every reference phrase, max-reduced. The similarity threshold is calibrated on
-unprotected prompts to a target false-positive rate and recorded, with the encoder's fingerprint, in `identity()`.
+similarity of the L2-normalised EOS state of the pipeline's own CLIP text encoder (CLIP's pooled output; or the mean
+of the token states, pooling="mean"), max over the concept's phrases (and, spans=True, over every word span of the
+prompt). The similarity threshold is calibrated on unprotected prompts to a target false-positive rate and recorded,
+with the encoder's fingerprint, in `identity()`. Defaults measured on the toy world (7 concepts, 132 unseen
+unprotected prompts each): EOS + whole prompt keeps the false-positive rate near its 0.05 target (0.046); word spans
+catch more paraphrases by similarity alone but roughly triple the false positives (0.10-0.13).
 
 Image side (`ImageFilter`, shield "image_filter"): the toy world's oracle, NudeNet (optional, AGPL: `pip install
 nudenet`, imported only when asked for) or any user callable `(N, H, W, 3) uint8 -> (N,) bool` flags outputs, which
@@ -16,7 +19,7 @@ check);
 refusal and output filtering follow the moderation pipelines studied in "Advancing Content Moderation" (LLM moderators)
 and the Stable Diffusion safety checker. Deviations: no LLM and no external embedding service (CLIP text states of the
 pipeline instead, so it runs offline on any SD1.x model); a calibrated threshold instead of the fixed 0.8 (cosines of a
-77-token CLIP encoder are not on the ada-002 scale); word-span matching added so that a long prompt is not diluted.
+77-token CLIP encoder are not on the ada-002 scale); optional word-span matching (off by default, see above).
 """
 
 from __future__ import annotations
@@ -102,11 +105,13 @@ def drop_terms(prompt: str, terms: Sequence[str], anchor: str = "", words: bool 
 
 
 def word_spans(prompt: str, max_len: int) -> list[str]:
-    """The prompt itself plus every contiguous window of 1..max_len words (punctuation stripped)."""
+    """The prompt itself plus every contiguous window of 1..max_len words (punctuation stripped), except windows made
+    only of stopwords ("this", "of the"), which name nothing."""
     words = re.findall(r"[\w'-]+", prompt)
     spans = [prompt]
     for n in range(1, max_len + 1):
-        spans += [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+        spans += [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)
+                  if any(w.lower() not in STOPWORDS for w in words[i:i + n])]
     return list(dict.fromkeys(spans))
 
 
@@ -115,7 +120,7 @@ class TextEmbedder:
     """(N, D) unit vectors from a CLIP text encoder: mean of the last hidden states over the prompt's tokens (BOS
     excluded, EOS included), or the EOS state (pooling="eos")."""
 
-    def __init__(self, pipe: StableDiffusionPipeline, pooling: str = "mean", batch_size: int = 256):
+    def __init__(self, pipe: StableDiffusionPipeline, pooling: str = "eos", batch_size: int = 256):
         if pooling not in ("mean", "eos"):
             raise InvalidValueError(f"pooling must be 'mean' or 'eos', got {pooling!r}")
         self.tokenizer, self.text_encoder = pipe.tokenizer, pipe.text_encoder
@@ -149,10 +154,14 @@ class TextEmbedder:
 
 # ------------------------------------------------------------------------------------------------ calibration data
 def toyworld_negatives(concepts: Sequence[ProtectedConcept], n: int = 400, seed: int = 1234) -> list[str]:
-    """`n` unprotected toy-world prompts for calibration: training-grammar captions of random scenes that show none of
-    the protected concepts (a distribution distinct from the evaluation prompts of `erasekit.world.prompts_for`)."""
+    """Unprotected toy-world prompts for calibration: `n` training-grammar captions of random scenes that show none of
+    the protected concepts, plus every unprotected concept's training phrases on their own (its name and
+    keywords / style descriptions / synonyms / indirect phrases: the closest negatives). Held-out phrasings and
+    templates are never used, so the evaluation prompts of `erasekit.world.prompts_for` stay unseen."""
+    from ..world import CATALOGUE
     from ..world.captions import caption
     from ..world.oracle import random_scenes
+    from . import catalogue_keywords
 
     names = {c.name for c in concepts}
     if any(not c.family for c in concepts):
@@ -169,6 +178,10 @@ def toyworld_negatives(concepts: Sequence[ProtectedConcept], n: int = 400, seed:
                 if len(out) == n:
                     break
         k += 1
+    for family, items in CATALOGUE.items_by_family().items():
+        for c in items:
+            if c.name not in names:
+                out += [c.name, *catalogue_keywords(family, c)]
     return out
 
 
@@ -201,7 +214,7 @@ class ConceptDetector:
 
     def __init__(self, pipe: StableDiffusionPipeline | None, concepts: Sequence[ProtectedConcept],
                  threshold: float | None = None, target_fpr: float = 0.05, tokens: bool = True,
-                 embedding: bool = True, spans: bool = True, pooling: str = "mean",
+                 embedding: bool = True, spans: bool = False, pooling: str = "eos",
                  negatives: Sequence[str] | None = None, n_calibration: int = 400, calibration_seed: int = 1234):
         if not concepts:
             raise InvalidValueError("a detector needs at least one protected concept; got none")
@@ -295,9 +308,10 @@ class DetectorConfig:
         "help": "false-positive rate on unprotected prompts to calibrate to"})
     tokens: bool = field(default=True, metadata={"help": "flag whole-word matches of names/keywords"})
     embedding: bool = field(default=True, metadata={"help": "flag text-embedding similarity above the threshold"})
-    spans: bool = field(default=True, metadata={"help": "compare every word span of the prompt, not only the whole"})
-    pooling: str = field(default="mean", metadata={"help": "mean (over tokens, BOS excluded) or eos"})
-    n_calibration: int = field(default=400, metadata={"help": "unprotected toy-world prompts drawn for calibration"})
+    spans: bool = field(default=False, metadata={"help": "compare every word span of the prompt, not only the whole"})
+    pooling: str = field(default="eos", metadata={"help": "mean (over tokens, BOS excluded) or eos"})
+    n_calibration: int = field(default=400, metadata={
+        "help": "toy-world captions drawn for calibration (plus every unprotected concept's phrases)"})
     calibration_seed: int = field(default=1234, metadata={"help": "seed of the calibration prompts"})
 
     def __post_init__(self) -> None:

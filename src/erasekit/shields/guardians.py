@@ -46,9 +46,10 @@ class GuardiansConfig:
     target_fpr: float = field(default=0.05, metadata={"help": "false-positive rate on unprotected prompts"})
     tokens: bool = field(default=True, metadata={"help": "detect whole-word matches of names/keywords"})
     embedding: bool = field(default=True, metadata={"help": "detect text-embedding similarity above the threshold"})
-    spans: bool = field(default=True, metadata={"help": "compare every word span of the prompt"})
-    pooling: str = field(default="mean", metadata={"help": "mean or eos pooling of the text states"})
-    n_calibration: int = field(default=400, metadata={"help": "unprotected toy-world prompts for calibration"})
+    spans: bool = field(default=False, metadata={"help": "compare every word span of the prompt"})
+    pooling: str = field(default="eos", metadata={"help": "mean or eos pooling of the text states"})
+    n_calibration: int = field(default=400, metadata={
+        "help": "toy-world captions drawn for calibration (plus every unprotected concept's phrases)"})
     calibration_seed: int = field(default=1234, metadata={"help": "seed of the calibration prompts"})
 
     def __post_init__(self) -> None:
