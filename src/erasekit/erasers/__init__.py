@@ -8,6 +8,9 @@ Each method is one file (config dataclass + function) registered lazily here, so
     realera  RealEra neighbour-concept mining + beyond-concept regularisation (Liu et al., 2024), closed-form part
     leace    LEACE on text-encoder outputs folded into cross-attention (Belrose et al., NeurIPS 2023), baseline
 
+Fine-tuning methods (`Method(trains=True)`) share the loop of `_training.py` (progress, seed, budget, checkpoints,
+early stop on a concept check passed as `erase(..., hooks=TrainHooks(check=...))`).
+
 The pipeline passed in is never modified: methods read its weights and return the changed tensors as an `Edit`.
 """
 
@@ -57,12 +60,14 @@ class EraseRequest:
 @dataclass(frozen=True)
 class Method:
     """A registered eraser: its config dataclass and `run(pipe, request, config)`, which returns the changed tensors
-    {tensor name: new tensor} and a dict of facts for the manifest (JSON-able)."""
+    {tensor name: new tensor} and a dict of facts for the manifest (JSON-able). trains=True: a fine-tuning method,
+    called as `run(pipe, request, config, hooks)` with gradients enabled."""
 
     name: str
     config_cls: type
     run: Callable[..., tuple[dict, dict]]
     paper: str = ""
+    trains: bool = False
 
     def make_config(self, options: Mapping[str, Any]) -> Any:
         """The config with `options` applied; unknown keys raise UnknownNameError with close matches."""
@@ -92,11 +97,13 @@ def get_eraser(name: str) -> Method:
 
 
 def erase(pipe: Any, method: str, erase: Sequence[str] | str, preserve: Sequence[str] | str = (),
-          guide: Sequence[str] | str | None = None, **config: Any) -> Edit:
+          guide: Sequence[str] | str | None = None, hooks: Any = None, **config: Any) -> Edit:
     """Erase concepts from `pipe` with `method`; returns an `Edit` (apply it with `edit.apply(pipe)`).
 
     erase / preserve / guide: prompts (a single string is one prompt). config: the method's options (see
-    `erasekit erase --method NAME --show-config`); unknown options raise with close matches.
+    `erasekit erase --method NAME --show-config`); unknown options raise with close matches. hooks: a
+    `erasekit.erasers._training.TrainHooks` for fine-tuning methods (concept check for early stopping, progress bar,
+    checkpoint folder); `concepts.toyworld_hooks(concept, oracle)` builds the toy world's.
     """
     import torch
 
@@ -107,8 +114,16 @@ def erase(pipe: Any, method: str, erase: Sequence[str] | str, preserve: Sequence
     request = EraseRequest(as_tuple(erase), as_tuple(preserve), None if guide is None else as_tuple(guide))
     cfg = m.make_config(config)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        tensors, info = m.run(pipe, request, cfg)
+    if m.trains:
+        from ._training import TrainHooks
+
+        with torch.enable_grad():
+            tensors, info = m.run(pipe, request, cfg, hooks if hooks is not None else TrainHooks())
+    else:
+        if hooks is not None:
+            raise InvalidValueError(f"method {m.name!r} does not train; hooks= is only for fine-tuning methods")
+        with torch.no_grad():
+            tensors, info = m.run(pipe, request, cfg)
     seconds = time.perf_counter() - t0
     return Edit.from_tensors(pipe, tensors, method=m.name, config=dataclasses.asdict(cfg), erase=request.erase,
                              preserve=request.preserve, guide=request.guide,

@@ -1,6 +1,6 @@
 """Real-scale timing of the closed-form erasers: an SD1.5-sized UNet2DConditionModel and a CLIP ViT-L/14 text encoder
 with random weights (configs written here, nothing downloaded), on CPU. Used by `erasekit bench closed-form` and
-bench/closed_form.py. Random weights make the timing representative (same shapes, same work), not the erasure.
+bench/erasure.py. Random weights make the timing representative (same shapes, same work), not the erasure.
 """
 
 from __future__ import annotations

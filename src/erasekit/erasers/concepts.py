@@ -7,6 +7,7 @@ templates) and "object" (everything else: guide "" = the unconditional prompt, o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ..errors import InvalidValueError
 
@@ -116,3 +117,18 @@ def toyworld_templates(concept: str, n: int = 8, seed: int = 0) -> tuple[str, ..
             obj = pick(CATALOGUE.objects).name
             out.append(f"a {{}} {obj}" + (f" in the style of {pick(core)}" if i % 2 else ""))
     return tuple(dict.fromkeys(out))
+
+
+def toyworld_hooks(concept: str, oracle: Any, n_prompts: int = 4, seeds: Sequence[int] = (0, 1), **kw: Any) -> Any:
+    """`TrainHooks` whose early-stop check is "the toy oracle sees `concept`" on `n_prompts` direct toy-world prompts
+    x `seeds` (sampling settings of the toy model's manifest); `kw` sets other hook fields (progress, ...)."""
+    from ..attacks import default_prompts, oracle_check
+    from ..sampling import default_guidance
+    from ..world import CATALOGUE
+    from ._training import TrainHooks
+
+    family, c = CATALOGUE.find(concept)
+    _, prompts = default_prompts(c.name, n_prompts, 0)
+    kw.setdefault("guidance", default_guidance("toyworld"))
+    return TrainHooks(check=oracle_check(oracle, family, c.name), check_prompts=tuple(prompts),
+                      check_seeds=tuple(seeds), **kw)

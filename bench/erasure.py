@@ -1,8 +1,9 @@
-"""Benchmark: closed-form erasure (UCE, RECE, MACE stage 1, RealEra, LEACE) on the toy world and at real scale.
+"""Benchmark: every eraser (closed-form: UCE, RECE, MACE stage 1, RealEra, LEACE; fine-tuning: see VARIANTS) on one
+toy-world leaderboard, and the closed forms at real scale.
 
-    python bench/closed_form.py                  # both parts; writes BENCHMARKS.md (## Closed-form erasure)
-    python bench/closed_form.py --part toy --n 24 --no-write      # quicker look, nothing written
-    python bench/closed_form.py --part real      # only the SD1.5-sized timing (also: erasekit bench closed-form)
+    python bench/erasure.py                  # both parts; writes BENCHMARKS.md (## Erasure)
+    python bench/erasure.py --part toy --n 24 --no-write      # quicker look, nothing written
+    python bench/erasure.py --part real      # only the SD1.5-sized timing (also: erasekit bench closed-form)
 
 Toy world (shipped model + oracle), per concept (one artist, character, object, unsafe) and method:
   efficacy     oracle detection rate of the erased concept on direct prompts, base -> edited
@@ -28,7 +29,8 @@ import torch
 
 from erasekit import __version__, erase, generate, load_pipeline
 from erasekit.erasers.bench import machine, measure_peak, real_scale_benchmark
-from erasekit.erasers.concepts import toyworld_request, toyworld_templates
+from erasekit.erasers import get_eraser
+from erasekit.erasers.concepts import toyworld_hooks, toyworld_request, toyworld_templates
 from erasekit.io import atomic_write_text
 from erasekit.models import toyworld_dir
 from erasekit.sampling import default_guidance
@@ -46,6 +48,7 @@ VARIANTS = {
     "leace": ("leace", {}),
 }
 TEMPLATED = {"uce+tpl", "mace", "leace"}
+# fine-tuning variants get TrainHooks whose early stop is the oracle on direct prompts (erasers/concepts.toyworld_hooks)
 
 
 def detection(oracle, images: np.ndarray, family: str, concept: str) -> float:
@@ -134,12 +137,17 @@ def toy_benchmark(args, save=None) -> dict:
             opts = dict(opts)
             if variant in TEMPLATED:
                 opts["templates"] = toyworld_templates(concept, n=8)
+            if get_eraser(method).trains:
+                opts["hooks"] = toyworld_hooks(concept, oracle)
             edit, seconds, peak = measure_peak(lambda m=method, r=req, o=opts: erase(
                 pipe, m, erase=r["erase"], preserve=r["preserve"], guide=r["guide"], **o))
             with edit.applied(pipe):
                 r = evaluate(pipe, oracle, family, concept, ps, guidance, args.steps, base=base)
             row = {"family": family, "concept": concept, "method": variant, "edit_s": seconds,
                    "peak_mib": peak * 1024, "neighbours": ps["neighbours"]}
+            if "train" in edit.manifest.get("info", {}):
+                tr = edit.manifest["info"]["train"]
+                row["train"] = {k: tr.get(k) for k in ("steps", "seconds", "stopped", "checks")}
             for key in ("direct", "heldout", "keyword", "specificity", "neighbours", "obj_colour"):
                 if key in r:
                     row[f"{key}_base"], row[f"{key}_edit"] = base[key], r[key]
@@ -229,13 +237,13 @@ def main() -> None:
         cmds = " and ".join(f"`{p['command']}`" for p in parts)
         from erasekit.report.markdown import replace_section
 
-        replace_section(ROOT / "BENCHMARKS.md", "Closed-form erasure", markdown(cmds, toy, real))
-        print("wrote BENCHMARKS.md (## Closed-form erasure)")
+        replace_section(ROOT / "BENCHMARKS.md", "Erasure", markdown(cmds, toy, real))
+        print("wrote BENCHMARKS.md (## Erasure)")
         return
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     args.families = [f.strip() for f in args.families.split(",") if f.strip()]
     torch.manual_seed(0)
-    cmd = "python bench/closed_form.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
+    cmd = "python bench/erasure.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
     out_dir = ROOT / "runs" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     toy = real = None
@@ -246,8 +254,8 @@ def main() -> None:
         if not args.no_write:
             from erasekit.report.markdown import replace_section
 
-            replace_section(ROOT / "BENCHMARKS.md", "Closed-form erasure", markdown(f"`{cmd}`", toy, real))
-            print("wrote BENCHMARKS.md (## Closed-form erasure)", flush=True)
+            replace_section(ROOT / "BENCHMARKS.md", "Erasure", markdown(f"`{cmd}`", toy, real))
+            print("wrote BENCHMARKS.md (## Erasure)", flush=True)
 
     if args.part in ("both", "real"):
         # RECE and MACE encode all 77 rows of many prompts per concept: 100 at once is minutes on 2 cores

@@ -1,0 +1,140 @@
+"""Fine-tuning erasers: the shared training loop (budget, resume, early stop) and one plumbing table over every
+trainer on the tiny random pipeline (plumbing only; efficacy is measured on the toy world by bench/finetune.py).
+
+Each trainer adds its rows to TRAINER_CASES: (method, config) with a small step budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from erasekit import erase
+from erasekit.edits import Edit
+from erasekit.erasers import erasers, get_eraser
+from erasekit.erasers._training import TrainHooks, TrainingConfig, TrainingLoop
+from erasekit.errors import InvalidValueError
+
+TRAINER_CASES: list[tuple[str, dict]] = [
+]
+
+
+def trainer_names() -> list[str]:
+    return sorted(n for n in erasers.names() if get_eraser(n).trains)
+
+
+def _ids(case):
+    return case[0] + ("-" + ",".join(f"{k}={v}" for k, v in case[1].items()) if case[1] else "")
+
+
+def _unet_out(pipe, prompt: str) -> torch.Tensor:
+    tok = pipe.tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        cond = pipe.text_encoder(tok.input_ids)[0]
+        x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=cond.dtype)
+        return pipe.unet(x, 500, encoder_hidden_states=cond).sample
+
+
+def test_every_trainer_is_in_the_table():
+    assert trainer_names() == sorted({m for m, _ in TRAINER_CASES})
+
+
+@pytest.mark.parametrize("method,config", TRAINER_CASES, ids=[_ids(c) for c in TRAINER_CASES])
+def test_trainer_plumbing(tiny_pipe, tmp_path, method, config):
+    state = {f"{c}.{k}": v.clone() for c in ("unet", "text_encoder")
+             for k, v in getattr(tiny_pipe, c).state_dict().items()}
+    out_before = _unet_out(tiny_pipe, "a painting of Zorbo")
+    edit = erase(tiny_pipe, method, erase=["Zorbo"], preserve=["Mossy", "a red circle"], **config)
+    assert isinstance(edit, Edit) and edit.method == method
+    now = {f"{c}.{k}": v for c in ("unet", "text_encoder") for k, v in getattr(tiny_pipe, c).state_dict().items()}
+    assert all(torch.equal(v, now[k]) for k, v in state.items())  # erase() never mutates the pipeline
+    assert edit.tensors and all(torch.isfinite(t).all() for t in edit.tensors.values())
+    assert any(n in state and not torch.equal(t, state[n]) for n, t in edit.tensors.items())
+    m = edit.manifest
+    assert m["paper"] and set(m["config"]) == {f[0] for f in get_eraser(method).options()}
+    train = m["info"]["train"]
+    assert train["steps"] >= 1 and len(train["losses"]) >= 1 and all(np.isfinite(train["losses"]))
+    edit.apply(tiny_pipe)
+    try:
+        assert not torch.allclose(_unet_out(tiny_pipe, "a painting of Zorbo"), out_before)
+    finally:
+        edit.revert(tiny_pipe)
+    assert torch.equal(_unet_out(tiny_pipe, "a painting of Zorbo"), out_before)
+    again = Edit.load(edit.save(tmp_path / f"{method}.safetensors"), pipe=tiny_pipe)
+    assert all(torch.equal(again.tensors[k], edit.tensors[k]) for k in edit.tensors)
+
+
+FIRST_CASES = list({m: (m, c) for m, c in reversed(TRAINER_CASES)}.values())  # each method's first row
+
+
+@pytest.mark.parametrize("method,config", FIRST_CASES, ids=[_ids(c) for c in FIRST_CASES])
+def test_trainers_are_seeded(tiny_pipe, method, config):
+    a = erase(tiny_pipe, method, erase=["Kiko"], **config)
+    b = erase(tiny_pipe, method, erase=["Kiko"], **config)
+    assert a.manifest["edited_sha256"] == b.manifest["edited_sha256"]
+    c = erase(tiny_pipe, method, erase=["Kiko"], **(config | {"seed": 1}))
+    assert c.manifest["edited_sha256"] != a.manifest["edited_sha256"]
+
+
+# ------------------------------------------------------------------------------------------------ the loop itself
+class _Quadratic:
+    """A 4-parameter least-squares problem trained with noisy SGD: enough to see the loop's bookkeeping."""
+
+    def __init__(self, cfg: TrainingConfig, hooks: TrainHooks | None = None):
+        torch.manual_seed(0)
+        self.net = torch.nn.Linear(2, 2)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.loop = TrainingLoop("quad", cfg, hooks, {"net": self.net}, self.opt, key_extra="x")
+
+    def step(self, i: int, gen: torch.Generator) -> float:
+        x = torch.randn(8, 2, generator=gen)
+        loss = ((self.net(x) - 3 * x) ** 2).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return float(loss)
+
+
+def test_loop_resumes_exactly_from_a_checkpoint(tmp_path):
+    full = _Quadratic(TrainingConfig(steps=12, lr=0.05))
+    log_full = full.loop.run(full.step)
+    hooks = TrainHooks(checkpoint_dir=tmp_path)
+    part = _Quadratic(TrainingConfig(steps=12, lr=0.05, checkpoint_every=5, max_seconds=1e9), hooks)
+    calls = []
+
+    def stop_after_7(i, gen):  # a run "killed" after 7 steps (checkpoint at 5)
+        if i == 7:
+            raise KeyboardInterrupt
+        calls.append(i)
+        return part.step(i, gen)
+
+    with pytest.raises(KeyboardInterrupt):
+        part.loop.run(stop_after_7)
+    resumed = _Quadratic(TrainingConfig(steps=12, lr=0.05, checkpoint_every=5, max_seconds=1e9), hooks)
+    log = resumed.loop.run(resumed.step)
+    assert log.resumed_from == 5 and log.steps == 12 and len(log.losses) == 12
+    assert log.losses == pytest.approx(log_full.losses, rel=1e-6)
+    assert torch.allclose(resumed.net.weight, full.net.weight, atol=1e-6)
+    other = _Quadratic(TrainingConfig(steps=12, lr=0.01, checkpoint_every=5), hooks)  # different config: fresh
+    assert other.loop.run(other.step).resumed_from == 0
+
+
+def test_loop_stops_on_time_budget_and_on_check():
+    q = _Quadratic(TrainingConfig(steps=10_000, lr=0.05, max_seconds=0.2))
+    log = q.loop.run(q.step)
+    assert log.stopped == "time" and 0 < log.steps < 10_000
+    flags = iter([[True, False, False, False], [True, False, False, False], [False] * 4, [True] * 4])
+    hooks = TrainHooks(check=lambda images: np.array(next(flags)))
+    q = _Quadratic(TrainingConfig(steps=100, lr=0.05, check_every=4, stop_at=0.1), hooks)
+    log = q.loop.run(q.step, render=lambda: np.zeros((4, 8, 8, 3), np.uint8))
+    assert log.stopped == "check" and log.steps == 12
+    assert [c["rate"] for c in log.checks] == [0.25, 0.25, 0.0]
+
+
+def test_training_config_errors_name_the_value():
+    with pytest.raises(InvalidValueError, match="steps must be >= 1, got 0"):
+        TrainingConfig(steps=0)
+    with pytest.raises(InvalidValueError, match="stop_at must be in"):
+        TrainingConfig(stop_at=1.5)
+    with pytest.raises(InvalidValueError, match="max_seconds"):
+        TrainingConfig(max_seconds=-1.0)
