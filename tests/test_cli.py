@@ -69,3 +69,18 @@ def test_generate_and_attack_accept_a_shield(tmp_path):
               "--steps", "1", "--out", str(tmp_path / "att"))
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "att" / "result.json").read_text())["config"]["shield"] == "negative_prompt"
+
+
+def test_eval_with_edit_shield_and_attack(tmp_path):
+    edit = tmp_path / "uce.safetensors"
+    assert run("erase", "--method", "uce", "--erase", "Zorbo", "--out", str(edit)).exit_code == 0
+    res = run("eval", "--edit", str(edit), "--attack", "copycat", "--concepts", "Zorbo", "--limit", "1",
+              "--out", str(tmp_path / "ev"))
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "ev" / "results.json").read_text())
+    for v in ("base", "edited"):
+        m = saved["variants"][v]["metrics"]["Zorbo"]
+        assert {"asr_pre", "asr_post", "asr"} <= set(m) and saved["variants"][v]["attacks"]["Zorbo"]["attack"] == "copycat"
+    assert "asr" in res.output
+    bad = CliRunner().invoke(main, ["eval", "--attack", "copycta", "--limit", "1", "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "copycat" in bad.output

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from erasekit.errors import InvalidValueError, UnknownNameError
@@ -125,3 +126,43 @@ def test_evaluate_writes_results_and_resumes_from_cache(tiny_pipe, tmp_path, mon
 def test_variant_names_must_be_unique(tiny_pipe, tmp_path):
     with pytest.raises(InvalidValueError, match="unique"):
         evaluate(tiny_suite(), [Variant("a"), Variant("a")], tmp_path, pipe=tiny_pipe)
+
+
+def test_evaluate_attacks_each_variant_with_its_edits_and_caches(tiny_pipe, tmp_path, monkeypatch):
+    import erasekit.attacks as attacks_mod
+    from erasekit import erase
+    from erasekit.report.eval_report import write_eval_report
+
+    edit = erase(tiny_pipe, "uce", erase=["Zorbo"])
+    name = next(iter(edit.tensors))
+    base_w = tiny_pipe.unet.get_parameter(name.removeprefix("unet.")).detach().clone()
+    calls = []
+    real = attacks_mod.run_attack
+
+    def spy(attack, target_pipe, concept, base_pipe=None, **kw):
+        w = target_pipe.unet.get_parameter(name.removeprefix("unet."))
+        calls.append((attack, concept, torch.equal(w, base_w), base_pipe is not None and base_pipe is not target_pipe
+                      and torch.equal(base_pipe.unet.get_parameter(name.removeprefix("unet.")), base_w)))
+        return real(attack, target_pipe, concept, base_pipe=base_pipe, **kw)
+
+    monkeypatch.setattr(attacks_mod, "run_attack", spy)
+    suite = tiny_suite(targets=("Zorbo",), attack_prompts=2)
+    spec = "softprompt:steps=2,skip_broken=false"
+    variants = [Variant("base", attack=spec), Variant("uce", edits=(edit,), attack=spec)]
+    res = evaluate(suite, variants, tmp_path, pipe=tiny_pipe)
+    assert calls == [("softprompt", "Zorbo", True, True), ("softprompt", "Zorbo", False, True)]
+    assert torch.equal(tiny_pipe.unet.get_parameter(name.removeprefix("unet.")), base_w)  # edits reverted
+    for v in ("base", "uce"):
+        m = res["variants"][v]["metrics"]["Zorbo"]
+        log = res["variants"][v]["attacks"]["Zorbo"]
+        assert len(log["pre"]) == 2 and len(log["adv_prompts"]) == 2
+        assert m["asr_pre"] == np.mean(log["pre"]) and m["asr_post"] == np.mean(log["post"])
+        assert m["asr"] == np.mean(np.logical_or(log["pre"], log["post"])) >= max(m["asr_pre"], m["asr_post"])
+        assert res["_images"][(v, "Zorbo", "attacked")].shape[0] == 2
+        assert res["variants"][v]["cost"]["attack_seconds"] >= 0
+    again = evaluate(suite, variants, tmp_path, pipe=tiny_pipe)  # cached: no new attack
+    assert len(calls) == 2 and again["variants"]["uce"]["metrics"] == res["variants"]["uce"]["metrics"]
+    html = write_eval_report(res, tmp_path / "report.html").read_text()
+    assert "uce + softprompt" in html and "asr" in html
+    with pytest.raises(UnknownNameError, match="softprompt"):
+        evaluate(suite, [Variant("x", attack="sofprompt")], tmp_path / "bad", pipe=tiny_pipe)

@@ -40,12 +40,13 @@ GENERALITY_SETS = ("heldout", "keyword", "indirect")
 @dataclass(frozen=True)
 class Variant:
     """One model under test: the base pipeline with `edits` applied in order (files or Edit objects), generating
-    through `shield` (a spec of `erasekit.shields.get_shield`, protecting each target concept) if given."""
+    through `shield` (a spec of `erasekit.shields.get_shield`, protecting each target concept) if given, and attacked
+    with `attack` (a spec of `erasekit.attacks.parse_spec`) for the robustness metrics if given."""
 
     name: str
     edits: tuple = ()
     shield: str | None = None
-    attack: str | None = None
+    attack: str | None = None  # attack spec "name[:key=value,...]" run on `suite.attack_prompts` direct prompts
     cost: dict = field(default_factory=dict, compare=False)  # e.g. edit time/memory measured by the caller
 
     def key(self) -> str:
@@ -161,6 +162,15 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise InvalidValueError(f"variant names must be unique; got {names}")
+    for v in variants:  # bad specs fail here, with suggestions, before any generation
+        if v.attack:
+            from .attacks import parse_spec
+
+            parse_spec(v.attack)
+        if v.shield:
+            from .shields import parse_spec as parse_shield
+
+            parse_shield(v.shield)
     if "base" not in names:
         variants.insert(0, Variant("base"))
     t_start = time.time()
@@ -177,7 +187,12 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
     units = [(v, t, name, prompts) for v in variants for t, sets in sets_by_target.items()
              for name, prompts in sets.items()]
     gen_seconds: dict[str, float] = {v.name: 0.0 for v in variants}
+    attack_seconds: dict[str, float] = {v.name: 0.0 for v in variants}
     paths: dict[tuple[str, str, str], tuple[Path, list[int]]] = {}
+    attack_units = [(v, t) for v in variants if v.attack for t in targets]
+    attack_paths = {(v.name, t): out / "cache" / f"attack-{_attack_key(model, v, t, suite, guidance)}"
+                    for v, t in attack_units}
+    base_copy = None  # the unedited model, for attacks that compare against it (made on first need)
     for v in variants:
         mine = [(k, u) for k, u in enumerate(units) if u[0] is v]
         todo = []
@@ -189,7 +204,16 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
                 todo.append((t, name, prompts, seeds, path))
             elif progress and k % world == rank:
                 progress(len(prompts), info=f"{v.name} {t} {name} (cached)")
-        if not todo:
+        attacks_todo = [t for k, (av, t) in enumerate(attack_units) if av is v and k % world == rank
+                        and not (attack_paths[(v.name, t)] / "result.json").exists()]
+        if attacks_todo and base_copy is None:
+            import copy
+
+            from .attacks import get_attack, parse_spec
+
+            if get_attack(parse_spec(v.attack)[0]).needs_base:
+                base_copy = copy.deepcopy(pipe)
+        if not todo and not attacks_todo:
             continue
         applied = []
         t_v = time.time()
@@ -210,10 +234,16 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
                 _save_cached(path, imgs)
                 if progress:
                     progress(len(prompts), info=f"{v.name} {t} {name}")
+            gen_seconds[v.name] += time.time() - t_v
+            for t in attacks_todo:
+                t_a = time.time()
+                _run_attack_unit(suite, v, t, pipe, base_copy, oracle, guidance, attack_paths[(v.name, t)])
+                attack_seconds[v.name] += time.time() - t_a
+                if progress:
+                    progress(0, info=f"{v.name} {t} attack {v.attack}")
         finally:
             for e in reversed(applied):
                 e.revert(pipe)
-        gen_seconds[v.name] += time.time() - t_v
     barrier()
     if rank != 0:
         return {}
@@ -232,6 +262,7 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
                             "seed": seeds[i], "expected": p.labels, "oracle": lab, "cache": path.name})
 
     results = {"variants": {}, "targets": targets}
+    attack_logs: dict[str, dict] = {}
     for v in variants:
         per_target = {}
         for target, sets in sets_by_target.items():
@@ -252,6 +283,14 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
                                                             [p.labels for p in sets["unrelated"]])
                 m["image_drift"] = image_drift(images[(v.name, target, "unrelated")],
                                                images[("base", target, "unrelated")])
+            if v.attack:
+                att = json.loads((attack_paths[(v.name, target)] / "result.json").read_text())
+                r = attack_success_rate(att["pre"], att["post"])
+                m["asr_pre"], m["asr_post"], m["asr"] = r["pre"], r["post"], r["asr"]
+                images[(v.name, target, "attacked")] = _load_cached(attack_paths[(v.name, target)] / "images.npz")
+                attack_logs.setdefault(v.name, {})[target] = {
+                    k: att[k] for k in ("attack", "prompts", "adv_prompts", "seeds", "pre", "post", "seconds",
+                                        "attack_seconds", "checker", "config")}
             per_target[target] = m
         results["variants"][v.name] = {
             "edits": [e if isinstance(e, str) else "<in memory>" for e in map(_edit_label, v.edits)],
@@ -259,8 +298,11 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
             "mean": {k: float(np.mean([pt[k] for pt in per_target.values() if k in pt]))
                      for k in sorted({k for pt in per_target.values() for k in pt})},
             "cost": {**v.cost, "generation_seconds": round(gen_seconds[v.name], 2),
+                     **({"attack_seconds": round(attack_seconds[v.name], 2)} if v.attack else {}),
                      **_edit_cost(v.loaded_edits())},
         }
+        if v.attack:
+            results["variants"][v.name]["attacks"] = attack_logs.get(v.name, {})
     results["provenance"] = {
         "erasekit_version": __version__, "model": model, "suite": suite.name, "suite_sha256": suite.sha256(),
         "suite_settings": asdict(suite), "guidance": guidance, "evaluator": oracle.identity(),
@@ -278,6 +320,35 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
 HIGHER_IS_BETTER = {"efficacy": False, "generality": False, "generality_heldout": False, "generality_keyword": False,
                     "generality_indirect": False, "specificity_neighbours": True, "specificity_unrelated": True,
                     "image_drift": False, "asr": False, "asr_pre": False, "asr_post": False}
+
+
+def _attack_key(model: str, variant: Variant, target: str, suite: Suite, guidance: float) -> str:
+    blob = json.dumps({"model": model, "variant": variant.key(), "attack": variant.attack, "target": target,
+                       "n": suite.attack_prompts, "seed": suite.seed, "steps": suite.steps, "guidance": guidance,
+                       "v": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _run_attack_unit(suite: Suite, v: Variant, target: str, pipe, base_pipe, oracle, guidance: float,
+                     directory: Path) -> None:
+    """Attack `pipe` (edits already applied; `v.shield` protecting `target`) on the suite's first
+    `attack_prompts` direct prompts of `target`; write result.json (+ embeddings) and the attacked images."""
+    from .attacks import parse_spec, run_attack
+
+    name, options = parse_spec(v.attack)
+    family, c = CATALOGUE.find(target)
+    prompts = [p.text for p in prompts_for(family, c.name, "direct", suite.attack_prompts, suite.seed)]
+    options = {"seed": suite.seed, "sample_steps": suite.steps, "guidance": guidance} | options
+    shield = None
+    if v.shield:
+        from .shields import get_shield
+
+        shield = get_shield(v.shield, concepts=[target], pipe=pipe)
+    res = run_attack(name, pipe, c.name, base_pipe=base_pipe, oracle=oracle, prompts=prompts, shield=shield,
+                     **options)
+    # images first, result.json last: result.json marks the unit as done
+    _save_cached(directory / "images.npz", res.generate(pipe, shield=shield))
+    res.save(directory)
 
 
 def _shard() -> tuple[int, int, Callable[[], None]]:

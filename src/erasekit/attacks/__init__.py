@@ -370,6 +370,22 @@ def get_attack(name: str) -> AttackMethod:
     return attacks.get(name)
 
 
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """(attack name, typed options) of a spec "name" or "name:key=value,key=value" (e.g. "unlearndiffatk:steps=20").
+    Unknown names and options raise with close matches; nothing is built."""
+    from ..config import parse_options
+
+    name, _, opts = str(spec).partition(":")
+    name = name.strip()
+    if not name:
+        raise InvalidValueError(f"empty attack in spec {spec!r}; known attacks: {', '.join(attacks.names())}")
+    method = get_attack(name)
+    pairs = [p.strip() for p in opts.split(",") if p.strip()]
+    options = parse_options(name, method.config_cls, pairs)
+    method.make_config(options)  # value checks now, before any generation
+    return name, options
+
+
 def default_prompts(concept: str, n: int = 4, seed: int = 0) -> tuple[str | None, list[str]]:
     """(family, prompts): toy-world concepts get `n` "direct" evaluation prompts; other names are their own prompt."""
     from ..world import CATALOGUE, prompts_for
@@ -472,4 +488,4 @@ def run_attack(name: str, target_pipe: StableDiffusionPipeline, concept: str,
 
 
 __all__ = ["AttackConfig", "AttackContext", "AttackLog", "AttackMethod", "AttackResult", "Outcome", "SuccessCheck",
-           "attacks", "default_prompts", "get_attack", "oracle_check", "run_attack"]
+           "attacks", "default_prompts", "get_attack", "oracle_check", "parse_spec", "run_attack"]

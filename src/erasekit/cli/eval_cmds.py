@@ -21,13 +21,15 @@ def _progress(adv):
 @click.option("--edit", "edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="edit file(s) applied in order (repeat)")
 @click.option("--shield", default=None, help='shield spec protecting each target, e.g. "sld:strong" or "detector+sld"')
+@click.option("--attack", default=None, help='attack every variant (base included) on the suite\'s attack prompts for '
+              'the robustness metrics, e.g. "copycat" or "unlearndiffatk:steps=20" (see `erasekit ls attacks`)')
 @click.option("--suite", default="default", show_default=True, help="shipped suite name or a YAML file")
 @click.option("--concepts", default=None, help="comma-separated target concepts (default: the edit's, else the suite's)")
 @click.option("--name", default="edited", show_default=True, help="name of the edited variant in the results")
 @click.option("--limit", default=None, type=int, help="cap every prompt set at this many images (quick runs)")
 @click.option("--out", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
-def eval_cmd(model, edits, shield, suite, concepts, name, limit, out) -> None:
+def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, out) -> None:
     """Evaluate the base model (and an edited one) on a suite: results.json, samples.jsonl, report.html."""
     from ..edits import Edit
     from ..evaluation import Variant, evaluate
@@ -37,10 +39,16 @@ def eval_cmd(model, edits, shield, suite, concepts, name, limit, out) -> None:
 
     s = load_suite(suite).limited(limit)
     if shield:
-        from ..shields import get_shield
+        from ..shields import parse_spec as parse_shield
 
-        get_shield(shield)  # a bad spec fails here, with suggestions, before any generation
-    variants = [Variant(name, edits=tuple(edits), shield=shield)] if (edits or shield) else []
+        parse_shield(shield)  # a bad spec fails here, with suggestions, before any generation
+    if attack:
+        from ..attacks import parse_spec
+
+        parse_spec(attack)  # likewise
+    variants = [Variant("base", attack=attack)] if attack else []
+    if edits or shield:
+        variants.append(Variant(name, edits=tuple(edits), shield=shield, attack=attack))
     targets = None
     if concepts:
         targets = [c.strip() for c in concepts.split(",") if c.strip()]
@@ -97,6 +105,7 @@ def _print_summary(res: dict) -> None:
     from rich.table import Table
 
     cols = ["efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift"]
+    cols += [c for c in ("asr_pre", "asr") if any(c in v["mean"] for v in res["variants"].values())]
     table = Table(title="mean over target concepts")
     table.add_column("variant")
     for c in cols:

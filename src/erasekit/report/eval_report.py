@@ -11,7 +11,8 @@ import numpy as np
 from .html import HtmlReport
 from .images import png_data_uri
 
-LEADERBOARD = ("efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift")
+LEADERBOARD = ("efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift", "asr_pre",
+               "asr")
 
 
 def _best_classes(rows: list[list[object]], columns: list[str], higher: dict[str, bool]) -> list[list[str]]:
@@ -110,7 +111,7 @@ def add_eval_sections(rep: HtmlReport, results: dict, oracle=None, grid_images: 
         rep.table(["variant"] + cols_t, rows_t, classes=_best_classes(rows_t, ["variant"] + cols_t, higher))
     images = results.get("_images")
     if images:
-        rep.heading("Same seeds across variants (direct prompts of each target)", id="grids")
+        rep.heading("Same seeds across variants (direct prompts of each target; attacked prompts after each attacked variant)", id="grids")
         for t in results["targets"]:
             prompts = results["_sets"][t].get("direct", [])[:grid_images]
             if not prompts:
@@ -126,6 +127,16 @@ def add_eval_sections(rep: HtmlReport, results: dict, oracle=None, grid_images: 
                     seen = lab.get(fam) == p.labels[fam]
                     notes.append(f"oracle: {lab.get(fam, '?')}")
                     cls.append("miss" if seen and n != "base" else "ok")
+                att = results["variants"][n].get("attacks", {}).get(t)
+                if att is not None and (n, t, "attacked") in images:
+                    batch = images[(n, t, "attacked")][:grid_images]
+                    labels = oracle.predict(batch) if oracle is not None else [{}] * len(batch)
+                    for adv, im, lab in zip(att["adv_prompts"], batch, labels):
+                        imgs.append(im)
+                        caps.append(f"{n} + {att['attack']}: {adv}")
+                        seen = lab.get(prompts[0].family) == prompts[0].labels[prompts[0].family]
+                        notes.append(f"oracle: {lab.get(prompts[0].family, '?')}")
+                        cls.append("miss" if seen else "ok")
             rep.heading(t, level=3)
             rep.image_grid(np.stack(imgs), caps, notes=notes, caption_classes=cls)
     rep.heading("Evaluation provenance", id="provenance")
