@@ -221,7 +221,44 @@ def markdown(cmd: str, res: dict, seconds: float) -> str:
               "| shield | s / image | added ms / image | x no shield |", "|---|---|---|---|"]
     for s, v in lat.items():
         lines.append(f"| {s} | {v['s_per_image']:.4f} | {v['added_ms_per_image']:+.1f} | {v['ratio']:.2f} |")
+    lines += ["", "### Findings (computed from the tables above)", "", *findings(res)]
     return "\n".join(lines) + "\n"
+
+
+def findings(res: dict) -> list[str]:
+    """Bullet points read off the result: CopyCat's question (is rewriting alone enough?), the best shield per
+    concept on protection vs specificity, and what stacking on UCE adds."""
+    out = []
+    rows = {c: r["rows"] for c, r in res["targets"].items()}
+
+    def fmt(c: str, key: str) -> str:
+        r = rows[c].get(key)
+        return "n/a" if r is None else (f"efficacy {r['efficacy']:.2f}, generality {r['generality']:.2f}, "
+                                        f"ASR {r['asr']:.2f}" if "asr" in r else
+                                        f"efficacy {r['efficacy']:.2f}, generality {r['generality']:.2f}")
+    enough = [c for c in rows if "rewrite" in rows[c] and min(rows[c]["rewrite"]["efficacy"],
+                                                                 rows[c]["rewrite"]["generality"]) >= 0.9]
+    out.append("- **Is prompt rewriting alone enough (CopyCat's question)?** "
+               + ("No" if len(enough) < len(rows) else "Yes") + ": "
+               + "; ".join(f"{c}: {fmt(c, 'rewrite')}" for c in rows)
+               + ". Dropping the name leaves the paraphrases and keyword prompts untouched (generality), as CopyCat "
+                 "found; adding the negative prompt (`rewrite+negative_prompt`): "
+               + "; ".join(f"{c}: {fmt(c, 'rewrite+negative_prompt')}" for c in rows) + ".")
+    for c, r in rows.items():
+        ok = [k for k, v in r.items() if k != "none" and not k.startswith("uce") and v["efficacy"] >= 0.9
+              and v["generality"] >= 0.9 and v["specificity"] >= r["none"]["specificity"] - 0.05]
+        out.append(f"- {c}: shields alone that protect direct and generality prompts (>= 0.90) within 5 points of "
+                   f"the base specificity: {', '.join(ok) if ok else 'none'}.")
+    out.append("- Caveat: `image_filter` uses the toy oracle, the same classifier that scores efficacy, so its perfect "
+               "rows are an upper bound (a deployed filter is weaker than the judge); the prompt `detector` is "
+               "independent of the oracle (text encoder + calibrated threshold).")
+    uce = {c: r.get("uce + none") for c, r in rows.items() if r.get("uce + none")}
+    if uce:
+        out.append("- UCE alone vs UCE + shield (ASR): " + "; ".join(
+            f"{c}: {rows[c]['uce + none'].get('asr', float('nan')):.2f} alone, best stacked "
+            f"{min(v.get('asr', 1.0) for k, v in rows[c].items() if k.startswith('uce + ') and k != 'uce + none'):.2f}"
+            for c in uce) + ".")
+    return out
 
 
 def main() -> None:
@@ -233,13 +270,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-eraser", dest="eraser", action="store_false", help="skip the shields-on-UCE rows")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--from-json", default=None, help="only rewrite the section from a saved result")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    res = run(args)
-    seconds = time.perf_counter() - t0
     out = ROOT / "runs" / "bench" / "shields.json"
-    atomic_write_text(out, json.dumps(res | {"seconds": seconds}, indent=1))
-    cmd = "python bench/shields.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
+        seconds, cmd = res["seconds"], res.get("command", "python bench/shields.py")
+    else:
+        t0 = time.perf_counter()
+        res = run(args)
+        seconds = time.perf_counter() - t0
+        cmd = "python bench/shields.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+        atomic_write_text(out, json.dumps(res | {"seconds": seconds, "command": cmd}, indent=1))
     text = markdown(cmd, res, seconds)
     print(text)
     if not args.no_write:

@@ -45,8 +45,9 @@ def _scalar(tp: Any, text: str, key: str) -> Any:
     return text
 
 
-def parse_options(label: str, config_cls: type, pairs: Sequence[str]) -> dict[str, Any]:
-    """CLI "key=value" strings -> typed options of `config_cls` (tuples: comma-separated; "none" for optionals)."""
+def parse_options(label: str, config_cls: type, pairs: Sequence[str], tuple_sep: str = ",") -> dict[str, Any]:
+    """CLI "key=value" strings -> typed options of `config_cls` (tuples: `tuple_sep`-separated; "none" for
+    optionals). A key given twice is an error."""
     hints = typing.get_type_hints(config_cls)
     names = [f.name for f in dataclasses.fields(config_cls)]
     out: dict[str, Any] = {}
@@ -57,6 +58,8 @@ def parse_options(label: str, config_cls: type, pairs: Sequence[str]) -> dict[st
             raise InvalidValueError(f"option {pair!r} is not of the form key=value")
         if key not in names:
             raise UnknownNameError(f"{label} option", key, names)
+        if key in out:
+            raise InvalidValueError(f"{label}: option {key!r} given twice")
         tp = hints[key]
         if typing.get_origin(tp) in (typing.Union, types.UnionType):
             if value.strip().lower() in ("none", "null", ""):
@@ -65,7 +68,23 @@ def parse_options(label: str, config_cls: type, pairs: Sequence[str]) -> dict[st
             tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
         if typing.get_origin(tp) is tuple:
             item = (typing.get_args(tp) or (str,))[0]
-            out[key] = tuple(_scalar(item, p.strip(), key) for p in value.split(",") if p.strip())
+            out[key] = tuple(_scalar(item, p.strip(), key) for p in value.split(tuple_sep) if p.strip())
         else:
             out[key] = _scalar(tp, value, key)
     return out
+
+
+def parse_spec_options(label: str, config_cls: type, opts: str, primary: str | None = None) -> dict[str, Any]:
+    """The option part of a spec string ("strong,warmup_steps=3" in "sld:strong,warmup_steps=3") -> typed options.
+
+    Options are comma-separated key=value pairs (tuples: ";"-separated); a bare first value sets `primary`."""
+    pairs = []
+    for part in [p.strip() for p in opts.split(",") if p.strip()] if opts else []:
+        if "=" not in part:
+            if primary is None or any(q.partition("=")[0].strip() == primary for q in pairs):
+                names = [f.name for f in dataclasses.fields(config_cls)]
+                raise InvalidValueError(f"{label}: option {part!r} needs the form key=value (options: "
+                                        f"{', '.join(names)})")
+            part = f"{primary}={part}"
+        pairs.append(part)
+    return parse_options(label, config_cls, pairs, tuple_sep=";")

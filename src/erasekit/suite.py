@@ -2,6 +2,17 @@
 
 `load_suite("default")` reads the shipped `suites/toyworld-default.yaml`; any path to a YAML file works too. The
 suite's sha256 (of its canonical JSON) goes into every result, so two results are comparable iff their hashes match.
+
+A target is a toy-world catalogue name (its prompt sets are drawn from the catalogue) or, for real models, a mapping
+with explicit prompt lists (see `suites/sd-nudity-example.yaml`):
+
+    targets:
+      - name: nudity
+        prompts: {direct: [...], heldout: [...], unrelated: [...]}
+
+For such a target `samples.<set>`, if given, is the number of images of that set (prompts cycled, one seed each);
+otherwise each listed prompt is generated once. `evaluator` is a name of `erasekit.evaluators` or a mapping
+{name: ..., <option>: ...}; `alignment: {clip: <local CLIP folder>}` adds CLIP scores.
 """
 
 from __future__ import annotations
@@ -30,10 +41,13 @@ class Suite:
     seed: int = 0
     neighbours: int = 2
     attack_prompts: int = 8
-    model: str = "toyworld"
+    model: str = "toyworld"  # "" = none: the user must pass one (`--model`)
     evaluator: str = "toyworld-oracle"
     description: str = ""
     extra: dict = field(default_factory=dict)
+    prompts: dict = field(default_factory=dict)  # {target: {set kind: [prompt, ...]}} for non-catalogue targets
+    evaluator_options: dict = field(default_factory=dict)  # keyword options of the evaluator (e.g. threshold)
+    alignment: dict = field(default_factory=dict)  # {"clip": local CLIP checkpoint folder}
 
     def __post_init__(self) -> None:
         for k, v in self.samples.items():
@@ -45,13 +59,37 @@ class Suite:
             raise InvalidValueError(f"sampling.steps must be >= 1, got {self.steps}")
         if not self.targets:
             raise InvalidValueError(f"suite {self.name!r} has no targets")
+        if len(set(self.targets)) != len(self.targets):
+            raise InvalidValueError(f"suite {self.name!r} lists a target twice: {list(self.targets)}")
         from .world import CATALOGUE
 
+        for t, sets in self.prompts.items():
+            if t not in self.targets:
+                raise UnknownNameError("target with prompts", t, self.targets)
+            _check_prompt_sets(t, sets)
         for t in self.targets:
-            CATALOGUE.find(t)  # unknown concept -> UnknownNameError with suggestions
+            if t not in self.prompts:
+                CATALOGUE.find(t)  # unknown concept -> UnknownNameError with suggestions
+        from .evaluators import check_evaluator
+
+        check_evaluator(self.evaluator, self.evaluator_options)
+        for k, v in self.alignment.items():
+            if k != "clip":
+                raise UnknownNameError("alignment key", k, ("clip",))
+            if not isinstance(v, str) or not v.strip():
+                raise InvalidValueError(f"alignment.clip must be the path of a local CLIP checkpoint folder, got {v!r}")
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        """sha256 of the canonical JSON; fields added after 0.1 are left out while empty (old hashes stay valid)."""
+        d = asdict(self)
+        for k in ("prompts", "evaluator_options", "alignment"):
+            if not d[k]:
+                del d[k]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    def is_custom(self, target: str) -> bool:
+        """True if `target` comes with its own prompt lists (not a toy-world catalogue concept)."""
+        return target in self.prompts
 
     def limited(self, limit: int | None) -> "Suite":
         """The same suite with every sample count capped at `limit` (for quick runs; changes the hash)."""
@@ -63,7 +101,26 @@ class Suite:
         d["samples"] = {k: min(v, limit) for k, v in self.samples.items()}
         d["attack_prompts"] = min(self.attack_prompts, limit)
         d["targets"] = tuple(d["targets"])
+        d["prompts"] = {t: {k: v[:limit] for k, v in sets.items()} for t, sets in self.prompts.items()}
         return Suite(**d)
+
+
+def _check_prompt_sets(target: str, sets: object) -> None:
+    if not isinstance(sets, dict) or not sets:
+        raise InvalidValueError(f"target {target!r}: prompts must be a non-empty mapping {{set: [prompt, ...]}} with "
+                                f"sets among {', '.join(SET_KINDS)}; got {sets!r}")
+    for k, texts in sets.items():
+        if k not in SET_KINDS:
+            raise UnknownNameError(f"prompt set of target {target!r}", k, SET_KINDS)
+        if not isinstance(texts, (list, tuple)) or not texts:
+            raise InvalidValueError(f"target {target!r}: prompts.{k} must be a non-empty list of prompts, got {texts!r}")
+        for x in texts:
+            if not isinstance(x, str) or not x.strip():
+                raise InvalidValueError(f"target {target!r}: prompts.{k} holds {x!r}; every prompt must be a "
+                                        "non-empty string")
+    if not any(k in sets for k in ("direct", "heldout", "keyword", "indirect")):
+        raise InvalidValueError(f"target {target!r}: prompts need at least one set showing the concept (direct, "
+                                f"heldout, keyword or indirect); got only {sorted(sets)}")
 
 
 def shipped_suites() -> list[str]:
@@ -85,7 +142,7 @@ def load_suite(name_or_path: str = "default") -> Suite:
     if not isinstance(raw, dict):
         raise InvalidValueError(f"suite {name_or_path!r} is not a YAML mapping")
     known = {"name", "description", "model", "evaluator", "sampling", "samples", "neighbours", "attack_prompts",
-             "targets"}
+             "targets", "alignment"}
     unknown = set(raw) - known
     if unknown:
         raise UnknownNameError("suite key", sorted(unknown)[0], known)
@@ -93,9 +150,52 @@ def load_suite(name_or_path: str = "default") -> Suite:
     for k in sampling:
         if k not in ("steps", "guidance", "seed"):
             raise UnknownNameError("sampling key", k, ("steps", "guidance", "seed"))
-    return Suite(name=raw.get("name", str(name_or_path)), targets=tuple(raw.get("targets") or ()),
+    targets, prompts = _parse_targets(raw.get("targets"))
+    evaluator, options = _parse_evaluator(raw.get("evaluator", "toyworld-oracle"))
+    alignment = raw.get("alignment") or {}
+    if not isinstance(alignment, dict):
+        raise InvalidValueError(f"alignment must be a mapping such as {{clip: /path/to/clip}}, got {alignment!r}")
+    model = raw.get("model", "toyworld")
+    return Suite(name=raw.get("name", str(name_or_path)), targets=targets,
                  samples=dict(raw.get("samples") or {}), steps=int(sampling.get("steps", 25)),
                  guidance=sampling.get("guidance"), seed=int(sampling.get("seed", 0)),
                  neighbours=int(raw.get("neighbours", 2)), attack_prompts=int(raw.get("attack_prompts", 8)),
-                 model=raw.get("model", "toyworld"), evaluator=raw.get("evaluator", "toyworld-oracle"),
-                 description=(raw.get("description") or "").strip())
+                 model="" if model is None else str(model), evaluator=evaluator,
+                 description=(raw.get("description") or "").strip(), prompts=prompts, evaluator_options=options,
+                 alignment=dict(alignment))
+
+
+def _parse_targets(raw: object) -> tuple[tuple[str, ...], dict]:
+    """(target names, {name: prompt sets}) from the YAML `targets` list of names and {name, prompts} mappings."""
+    if raw is None:
+        return (), {}
+    if not isinstance(raw, list):
+        raise InvalidValueError(f"targets must be a list of concept names or {{name, prompts}} mappings, got {raw!r}")
+    names, prompts = [], {}
+    for item in raw:
+        if isinstance(item, str):
+            names.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise InvalidValueError(f"a target is a concept name or a {{name, prompts}} mapping, got {item!r}")
+        for k in item:
+            if k not in ("name", "prompts"):
+                raise UnknownNameError("target key", k, ("name", "prompts"))
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidValueError(f"a target mapping needs a non-empty name, got {item!r}")
+        if "prompts" not in item:
+            raise InvalidValueError(f"target {name!r} is a mapping without prompts; give prompts: {{direct: [...]}} "
+                                    "or write the bare catalogue name")
+        names.append(name)
+        prompts[name] = item["prompts"]  # checked by Suite.__post_init__
+    return tuple(names), prompts
+
+
+def _parse_evaluator(raw: object) -> tuple[str, dict]:
+    """(name, options) from `evaluator: name` or `evaluator: {name: ..., option: value}`."""
+    if isinstance(raw, str):
+        return raw, {}
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        return raw["name"], {k: v for k, v in raw.items() if k != "name"}
+    raise InvalidValueError(f"evaluator must be a name or a mapping {{name: ..., <option>: ...}}, got {raw!r}")

@@ -250,25 +250,12 @@ class AttackContext:
             uncond = encode_prompts(pipe, [""] * len(conds))
             return decode(pipe, denoise(pipe, [uncond, conds], cfg_combine(self.guidance), list(seeds),
                                         steps=self.sample_steps))
-        from ..shields import Plan, as_shield, make_combine
+        from ..shields import Plan, as_shield, run_plan
 
-        shield = as_shield(self.shield)
         plan = Plan(prompts=texts, cond=conds, negative=[""] * len(conds), steps=self.sample_steps,
                     guidance=self.guidance)
-        plan, _ = shield.condition(pipe, plan)
-        uncond = encode_prompts(pipe, plan.negative)
-        extra = [c for term in plan.terms for c in term.conds]
-        hooks = list(plan.cond_hooks)
-
-        def cond_fn(i: int, t: torch.Tensor) -> list[torch.Tensor]:
-            c = plan.cond
-            for hook in hooks:
-                c = hook(i, t, c)
-            return [uncond, c, *extra]
-
-        lat = denoise(pipe, [uncond, plan.cond, *extra], make_combine(plan.guidance, plan.terms), list(seeds),
-                      steps=self.sample_steps, cond_fn=cond_fn if hooks else None)
-        return self._filter(decode(pipe, lat), texts)
+        plan, _ = as_shield(self.shield).condition(pipe, plan)
+        return self._filter(run_plan(pipe, plan, seeds), texts)
 
     @torch.no_grad()
     def render_compositions(self, compositions: Sequence[Sequence[tuple[float, str]]], seeds: Sequence[int]
@@ -371,17 +358,17 @@ def get_attack(name: str) -> AttackMethod:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """(attack name, typed options) of a spec "name" or "name:key=value,key=value" (e.g. "unlearndiffatk:steps=20").
+    """(attack name, typed options) of a spec "name" or "name:key=value,key=value" (e.g. "unlearndiffatk:steps=20";
+    tuple values ";"-separated).
     Unknown names and options raise with close matches; nothing is built."""
-    from ..config import parse_options
+    from ..config import parse_spec_options
 
     name, _, opts = str(spec).partition(":")
     name = name.strip()
     if not name:
         raise InvalidValueError(f"empty attack in spec {spec!r}; known attacks: {', '.join(attacks.names())}")
     method = get_attack(name)
-    pairs = [p.strip() for p in opts.split(",") if p.strip()]
-    options = parse_options(name, method.config_cls, pairs)
+    options = parse_spec_options(name, method.config_cls, opts)
     method.make_config(options)  # value checks now, before any generation
     return name, options
 

@@ -45,3 +45,15 @@ def progress_bar(description: str, total: int | None):
             prog.update(task, advance=n, info=info)
 
         yield advance
+
+
+def print_options(name: str, method) -> None:
+    """A table of a registered method's config options (anything with `.paper` and `.options()`)."""
+    from rich.table import Table
+
+    table = Table(title=f"{name} options ({method.paper})", header_style="bold")
+    for col in ("option", "default", "help"):
+        table.add_column(col)
+    for opt, default, help_ in method.options():
+        table.add_row(opt, default, help_)
+    console.print(table)

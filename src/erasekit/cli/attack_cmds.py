@@ -6,21 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from ._util import console, friendly_errors, progress_bar
+from ._util import console, friendly_errors, print_options, progress_bar
 
 
 def _print_options(name: str) -> None:
     from ..attacks import get_attack
 
-    m = get_attack(name)
-    table = Table(title=f"{name} options ({m.paper})", header_style="bold")
-    for col in ("option", "default", "help"):
-        table.add_column(col)
-    for opt, default, help_ in m.options():
-        table.add_row(opt, default, help_)
-    console.print(table)
+    print_options(name, get_attack(name))
 
 
 def parse_attack_options(name: str, pairs: tuple[str, ...]) -> dict:

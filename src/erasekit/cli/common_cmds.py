@@ -17,7 +17,8 @@ def registries() -> dict:
 
     out = {"models": models}
     for mod, attr in (("erasekit.erasers", "erasers"), ("erasekit.shields", "shields"),
-                      ("erasekit.attacks", "attacks"), ("erasekit.metrics", "metrics")):
+                      ("erasekit.attacks", "attacks"), ("erasekit.metrics", "metrics"),
+                      ("erasekit.evaluators", "evaluators")):
         try:
             import importlib
 
@@ -31,7 +32,7 @@ def registries() -> dict:
 @click.argument("kind", required=False)
 @friendly_errors
 def ls_cmd(kind: str | None) -> None:
-    """List what erasekit knows: models, erasers, shields, attacks, metrics, concepts."""
+    """List what erasekit knows: models, erasers, shields, attacks, metrics, evaluators, concepts."""
     from ..errors import UnknownNameError
     from ..world import CATALOGUE
 

@@ -8,19 +8,13 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ._util import console, friendly_errors, progress_bar
+from ._util import console, friendly_errors, print_options, progress_bar
 
 
-def _print_options(method: str) -> None:
+def _print_options(name: str) -> None:
     from ..erasers import get_eraser
 
-    m = get_eraser(method)
-    table = Table(title=f"{method} options ({m.paper})", header_style="bold")
-    for col in ("option", "default", "help"):
-        table.add_column(col)
-    for name, default, help_ in m.options():
-        table.add_row(name, default, help_)
-    console.print(table)
+    print_options(name, get_eraser(name))
 
 
 @click.command("erase")

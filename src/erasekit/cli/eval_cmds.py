@@ -27,15 +27,20 @@ def _progress(adv):
 @click.option("--concepts", default=None, help="comma-separated target concepts (default: the edit's, else the suite's)")
 @click.option("--name", default="edited", show_default=True, help="name of the edited variant in the results")
 @click.option("--limit", default=None, type=int, help="cap every prompt set at this many images (quick runs)")
+@click.option("--clip", default=None, type=click.Path(exists=True, file_okay=False),
+              help="local CLIP checkpoint folder: adds clip_score metrics (default: the suite's alignment.clip)")
+@click.option("--device", default="cpu", show_default=True, help="torch device of the model (e.g. cuda)")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
+              help="model dtype (float16 on GPUs for full-size SD)")
 @click.option("--out", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
-def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, out) -> None:
+def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, device, dtype, out) -> None:
     """Evaluate the base model (and an edited one) on a suite: results.json, samples.jsonl, report.html."""
     from ..edits import Edit
     from ..evaluation import Variant, evaluate
     from ..report.eval_report import write_eval_report
     from ..suite import load_suite
-    from ..world import CATALOGUE, load_oracle
+    from ..world import CATALOGUE
 
     s = load_suite(suite).limited(limit)
     if shield:
@@ -56,14 +61,27 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, out) ->
         erased = [c for e in edits for c in Edit.load(e).manifest.get("erase", [])]
         targets = []
         for c in erased:
+            if s.is_custom(c):
+                targets.append(c)
+                continue
             try:
                 targets.append(CATALOGUE.find(c)[1].name)
             except KeyError:
-                console.print(f"[yellow]{c!r} is not a toy-world concept; not evaluated as a target[/]")
+                console.print(f"[yellow]{c!r} is neither a target of the suite nor a toy-world concept; "
+                              "not evaluated as a target[/]")
         targets = targets or None
+    pipe = None
+    if device != "cpu" or dtype != "float32":
+        import torch
+
+        from ..models import load_pipeline
+
+        if not (model or s.model):
+            raise click.UsageError(f"suite {s.name!r} names no model: pass --model")
+        pipe = load_pipeline(model or s.model, dtype=getattr(torch, dtype), device=device)
     with progress_bar("evaluating", None) as adv:
-        res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv))
-    report = write_eval_report(res, Path(out) / "report.html", oracle=load_oracle())
+        res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv), clip=clip, pipe=pipe)
+    report = write_eval_report(res, Path(out) / "report.html", oracle=res["_evaluator"])
     _print_summary(res)
     console.print(f"[bold green]report:[/] {report}")
 
@@ -105,7 +123,8 @@ def _print_summary(res: dict) -> None:
     from rich.table import Table
 
     cols = ["efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift"]
-    cols += [c for c in ("asr_pre", "asr") if any(c in v["mean"] for v in res["variants"].values())]
+    cols += [c for c in ("asr_pre", "asr", "clip_score_direct", "clip_score_unrelated")
+             if any(c in v["mean"] for v in res["variants"].values())]
     table = Table(title="mean over target concepts")
     table.add_column("variant")
     for c in cols:

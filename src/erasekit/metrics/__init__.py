@@ -6,6 +6,7 @@ recorded by the runner next to every value.
     generality   DetectionRate on held-out paraphrases / keyword-only / indirect prompts (lower is better)
     specificity  LabelAccuracy on neighbour and unrelated prompts (higher is better); ImageDrift vs the base model
     robustness   AttackSuccessRate: broken if detected before OR after the attack (lower is better for a defence)
+    alignment    CLIPScore (`metrics.clip_score`): image-text alignment with a local CLIP checkpoint (higher is better)
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class ImageDrift(Metric):
             raise InvalidValueError(f"image_drift needs equal shapes; got {images.shape} and {reference.shape}")
         diff = np.abs(images.astype(np.float32) - reference.astype(np.float32)).reshape(len(images), -1).mean(1) / 255
         self._values += diff.tolist()
+
+
+metrics.add("clip_score", "erasekit.metrics.clip_score:CLIPScore",
+            help="image-text alignment with a user's local CLIP checkpoint (torchmetrics convention); higher is better")
 
 
 def attack_success_rate(pre: Sequence[bool], post: Sequence[bool]) -> dict[str, float]:

@@ -12,7 +12,7 @@ from .html import HtmlReport
 from .images import png_data_uri
 
 LEADERBOARD = ("efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift", "asr_pre",
-               "asr")
+               "asr", "clip_score_unrelated")
 
 
 def _best_classes(rows: list[list[object]], columns: list[str], higher: dict[str, bool]) -> list[list[str]]:
@@ -84,7 +84,7 @@ def add_eval_sections(rep: HtmlReport, results: dict, oracle=None, grid_images: 
     """Append leaderboard, plots, per-concept tables, same-seed grids and provenance of a result to `rep`."""
     prov = results["provenance"]
     rep.paragraph(f"suite {prov['suite']} (sha256 {prov['suite_sha256'][:16]}…), model {prov['model']!r}, evaluator "
-                  f"{prov['evaluator']['name']} {prov['evaluator']['weights_sha256'][:12]}…, "
+                  f"{prov['evaluator']['name']} {prov['evaluator'].get('weights_sha256', '')[:12]}…, "
                   f"{prov['suite_settings']['steps']} steps, guidance {prov['guidance']}.", cls="caption")
     higher = results["higher_is_better"]
     names = list(results["variants"])

@@ -25,11 +25,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
-import types
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -288,51 +286,11 @@ class Chain(Shield):
 
 
 # ------------------------------------------------------------------------------------------------ spec parsing
-def _convert(value: str, tp: Any, where: str) -> Any:
-    """Parse the string `value` into type `tp` (bool, int, float, str, tuple[str, ...], X | None)."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value.lower() in ("none", "null", ""):
-            return None
-        return _convert(value, args[0], where)
-    if origin is tuple:
-        inner = typing.get_args(tp)[0]
-        return tuple(_convert(v.strip(), inner, where) for v in value.split(";") if v.strip())
-    try:
-        if tp is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if tp in (int, float, str):
-            return tp(value)
-    except ValueError:
-        raise InvalidValueError(f"{where} expects {getattr(tp, '__name__', tp)}, got {value!r}") from None
-    raise InvalidValueError(f"{where} cannot be set from a spec string (type {tp})")
-
-
 def parse_options(cls: type[Shield], opts: str) -> Any:
     """The config of shield class `cls` from the option string of a spec ("strong", "w=0.7,action=flag")."""
-    hints = typing.get_type_hints(cls.config_cls)
-    names = [f.name for f in dataclasses.fields(cls.config_cls)]
-    kwargs: dict[str, Any] = {}
-    for part in [p.strip() for p in opts.split(",") if p.strip()] if opts else []:
-        if "=" in part:
-            key, _, value = part.partition("=")
-            key = key.strip().replace("-", "_")
-        elif cls.primary is not None and cls.primary not in kwargs:
-            key, value = cls.primary, part
-        else:
-            raise InvalidValueError(f"shield {cls.name!r}: option {part!r} needs the form key=value "
-                                    f"(options: {', '.join(names)})")
-        if key not in names:
-            raise UnknownNameError(f"{cls.name} option", key, names)
-        if key in kwargs:
-            raise InvalidValueError(f"shield {cls.name!r}: option {key!r} given twice in {opts!r}")
-        kwargs[key] = _convert(value.strip(), hints[key], f"{cls.name} option {key!r}")
-    return cls.config_cls(**kwargs)
+    from ..config import parse_spec_options
+
+    return cls.config_cls(**parse_spec_options(cls.name, cls.config_cls, opts, cls.primary))
 
 
 def parse_spec(spec: str) -> list[tuple[type[Shield], Any]]:
@@ -394,14 +352,9 @@ def as_shield(shields_: Shield | str | Sequence[Shield] | None) -> Shield | None
 
 # ------------------------------------------------------------------------------------------------- generation
 @torch.no_grad()
-def _generate_rows(pipe: StableDiffusionPipeline, shield: Shield | None, prompts: list[str], seeds: list[int],
-                   steps: int, guidance: float) -> tuple[np.ndarray, dict[str, list]]:
-    """Images (B, H, W, 3) uint8 for one batch through the shield's `condition` and the explicit loop."""
-    cond = encode_prompts(pipe, prompts)
-    plan = Plan(prompts=list(prompts), cond=cond, negative=[""] * len(prompts), steps=steps, guidance=guidance)
-    details: dict[str, list] = {}
-    if shield is not None:
-        plan, details = shield.condition(pipe, plan)
+def run_plan(pipe: StableDiffusionPipeline, plan: Plan, seeds: Sequence[int]) -> np.ndarray:
+    """Images (B, H, W, 3) uint8 of a (conditioned) plan: CFG against E(plan.negative), plus the plan's extra
+    guidance terms and per-step conditioning hooks, through the explicit sampling loop."""
     uncond = encode_prompts(pipe, plan.negative)
     extra = [c for term in plan.terms for c in term.conds]
     combine = make_combine(plan.guidance, plan.terms)
@@ -414,9 +367,21 @@ def _generate_rows(pipe: StableDiffusionPipeline, shield: Shield | None, prompts
             c = hook(i, t, c)
         return [uncond, c, *extra]
 
-    latents = denoise(pipe, [uncond, plan.cond, *extra], combine, seeds, steps=steps,
+    latents = denoise(pipe, [uncond, plan.cond, *extra], combine, list(seeds), steps=plan.steps,
                       cond_fn=hooked if hooks else None)
-    return decode(pipe, latents), details
+    return decode(pipe, latents)
+
+
+@torch.no_grad()
+def _generate_rows(pipe: StableDiffusionPipeline, shield: Shield | None, prompts: list[str], seeds: list[int],
+                   steps: int, guidance: float) -> tuple[np.ndarray, dict[str, list]]:
+    """Images (B, H, W, 3) uint8 for one batch through the shield's `condition` and the explicit loop."""
+    cond = encode_prompts(pipe, prompts)
+    plan = Plan(prompts=list(prompts), cond=cond, negative=[""] * len(prompts), steps=steps, guidance=guidance)
+    details: dict[str, list] = {}
+    if shield is not None:
+        plan, details = shield.condition(pipe, plan)
+    return run_plan(pipe, plan, seeds), details
 
 
 def regenerated_seed(seed: int, attempt: int) -> int:
@@ -513,5 +478,5 @@ def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], see
 
 
 __all__ = ["Chain", "GuidanceTerm", "Plan", "ProtectedConcept", "Shield", "as_shield", "catalogue_keywords",
-           "get_shield", "make_combine", "parse_options", "parse_spec", "protect", "regenerated_seed",
+           "get_shield", "make_combine", "parse_options", "parse_spec", "protect", "regenerated_seed", "run_plan",
            "shielded_generate", "shields"]

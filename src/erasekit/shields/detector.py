@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from ..errors import ErasekitError, InvalidValueError
+from ..errors import InvalidValueError
+from ..evaluators import NUDENET_CLASSES
 from . import ProtectedConcept, Shield, protect
 
 # ------------------------------------------------------------------------------------------------- text utilities
@@ -368,8 +369,7 @@ class PromptDetector(Shield):
 
 
 # ------------------------------------------------------------------------------------------------- image filter
-NUDENET_EXPOSED = ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "BUTTOCKS_EXPOSED",
-                   "ANUS_EXPOSED")
+NUDENET_EXPOSED = NUDENET_CLASSES  # the pinned nudity classes of `erasekit.evaluators` (one NudeNet wrapper)
 
 
 @dataclass(frozen=True)
@@ -442,25 +442,16 @@ class ImageFilter(Shield):
                                     "rule": "flag if predicted class of the concept's family == concept"}
 
     def _init_nudenet(self) -> None:
-        try:
-            from nudenet import NudeDetector  # AGPL-3.0: optional, never a dependency of erasekit
-        except ImportError as e:
-            raise ErasekitError("image_filter:classifier=nudenet needs the optional package nudenet "
-                                "(AGPL-3.0): pip install nudenet") from e
-        import importlib.metadata
+        from ..evaluators import NudeNetEvaluator  # AGPL-3.0 package, imported only here; a defence may run unpinned
 
-        det = NudeDetector()
-        classes, thr = set(self.config.nudenet_classes), self.config.nudenet_threshold
+        ev = NudeNetEvaluator(self.config.nudenet_threshold, self.config.nudenet_classes, allow_unpinned=True)
 
         def flag(images: np.ndarray) -> np.ndarray:
-            out = []
-            for im in images:
-                found = det.detect(np.ascontiguousarray(im[..., ::-1]))  # NudeNet reads BGR arrays
-                out.append(any(d["class"] in classes and d["score"] >= thr for d in found))
-            return np.array(out, dtype=bool)
+            return ev.scores(images) >= ev.threshold
 
-        self._fn, self._id = flag, {"classifier": "nudenet", "version": importlib.metadata.version("nudenet"),
-                                    "threshold": thr, "classes": sorted(classes)}
+        ident = ev.identity()
+        self._fn, self._id = flag, {"classifier": "nudenet", **{k: ident[k] for k in (
+            "version", "weights_sha256", "pinned", "threshold", "classes")}}
 
     def flag(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         out = np.asarray(self._fn(images), dtype=bool).reshape(-1)
