@@ -46,8 +46,14 @@ VARIANTS = {
     "mace": ("mace", {}),
     "realera": ("realera", {}),
     "leace": ("leace", {}),
+    "esd-x": ("esd", {"check_every": 25}),
+    "esd-x+tpl": ("esd", {"check_every": 25}),
+    "esd-u+tpl": ("esd", {"train_method": "esd-u", "lr": 1e-4, "check_every": 25}),
+    "spm+tpl": ("spm", {"check_every": 25}),
+    "fewshot": ("fewshot", {}),
+    "advunlearn": ("advunlearn", {}),
 }
-TEMPLATED = {"uce+tpl", "mace", "leace"}
+TEMPLATED = {"uce+tpl", "mace", "leace", "esd-x+tpl", "esd-u+tpl", "spm+tpl"}
 # fine-tuning variants get TrainHooks whose early stop is the oracle on direct prompts (erasers/concepts.toyworld_hooks)
 
 

@@ -15,24 +15,24 @@ from erasekit.erasers import erasers, get_eraser
 from erasekit.erasers._training import TrainHooks, TrainingConfig, TrainingLoop
 from erasekit.errors import InvalidValueError
 
+from test_erasers import _ids, _unet_out  # noqa: E402  (tests/ is on sys.path under pytest)
+
 TRAINER_CASES: list[tuple[str, dict]] = [
+    ("fewshot", {"steps": 2}),
+    ("fewshot", {"steps": 2, "params": "all", "batch_size": 3, "flip": False}),
+    ("advunlearn", {"steps": 2, "warmup": 1, "attack_steps": 1, "ddim_steps": 2}),
+    ("advunlearn", {"steps": 2, "warmup": 0, "attack_steps": 2, "ddim_steps": 2, "attack_method": "fast_at",
+                    "attack_init": "latest", "attack_every": 2, "retain_weight": 0.0, "train_final_norm": False}),
+    ("esd", {"steps": 2, "ddim_steps": 4}),
+    ("esd", {"steps": 2, "ddim_steps": 4, "train_method": "esd-u", "target": "paper", "negative_guidance": 1.0,
+             "trajectory": "trained"}),
+    ("spm", {"steps": 2, "ddim_steps": 4}),
+    ("spm", {"steps": 2, "ddim_steps": 4, "trajectory": "frozen", "preserve_anchors": True, "anchor_null": False}),
 ]
 
 
 def trainer_names() -> list[str]:
     return sorted(n for n in erasers.names() if get_eraser(n).trains)
-
-
-def _ids(case):
-    return case[0] + ("-" + ",".join(f"{k}={v}" for k, v in case[1].items()) if case[1] else "")
-
-
-def _unet_out(pipe, prompt: str) -> torch.Tensor:
-    tok = pipe.tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        cond = pipe.text_encoder(tok.input_ids)[0]
-        x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=cond.dtype)
-        return pipe.unet(x, 500, encoder_hidden_states=cond).sample
 
 
 def test_every_trainer_is_in_the_table():

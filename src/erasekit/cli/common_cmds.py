@@ -72,9 +72,13 @@ def ls_cmd(kind: str | None) -> None:
               help="edit file to apply first (repeat to apply several, in order)")
 @click.option("--shield", default=None, help='shield spec, e.g. "negative_prompt+sld:strong" (needs --protect)')
 @click.option("--protect", "protect", multiple=True, help="concept the shield protects (repeat)")
+@click.option("--transport", is_flag=True,
+              help="SPM facilitated transport: scale each SPM --edit per prompt by its similarity to the erased "
+                   "concepts instead of applying it fully (other edits are applied as usual)")
 @click.option("--out", default="runs/generate.png", show_default=True, type=click.Path(dir_okay=False))
 @friendly_errors
-def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, edits, shield, protect, out) -> None:
+def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, edits, shield, protect, transport,
+                 out) -> None:
     """Generate a PNG grid (one row per prompt) with any SD1.x pipeline, optionally with edits applied."""
     from .. import generate, load_pipeline
     from ..edits import Edit
@@ -82,14 +86,26 @@ def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, ed
     from ..sampling import default_guidance
 
     pipe = load_pipeline(model)
-    for path in edits:
-        Edit.load(path).apply(pipe)  # refuses edits made for other base weights
+    loaded = [Edit.load(path) for path in edits]
+    spms = [e for e in loaded if transport and e.method == "spm"]
+    for e in loaded:
+        if not any(e is s for s in spms):
+            e.apply(pipe)  # refuses edits made for other base weights
+    if transport and not spms:
+        raise click.UsageError("--transport needs at least one --edit made with --method spm")
+    if transport and shield:
+        raise click.UsageError("--transport cannot be combined with --shield")
     guidance = default_guidance(model) if guidance is None else guidance
     flat = [p for p in prompts for _ in range(num)]
     seeds = [seed + j for _ in prompts for j in range(num)]
     t = time.time()
     with progress_bar("generating", len(flat)) as adv:
-        if shield:
+        if spms:
+            from ..erasers.spm import Transport
+
+            imgs = Transport(pipe, spms).generate(flat, seeds, steps=steps, guidance=guidance,
+                                                  negative_prompt=negative_prompt, progress=adv)
+        elif shield:
             from ..shields import get_shield, shielded_generate
 
             chain = get_shield(shield, concepts=list(protect), pipe=pipe)

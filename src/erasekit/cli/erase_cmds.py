@@ -31,10 +31,15 @@ def _print_options(name: str) -> None:
 @click.option("--catalogue-defaults", is_flag=True,
               help="toy world: fill missing --guide/--preserve (and unsafe phrases) from the concept catalogue")
 @click.option("--show-config", is_flag=True, help="list the method's options and exit")
+@click.option("--check", type=click.Choice(["none", "oracle"]), default="none", show_default=True,
+              help="fine-tuning methods: concept check for early stopping ('oracle': toy-world oracle on the first "
+                   "--erase concept; also set -o check_every=N)")
+@click.option("--progress", is_flag=True, help="fine-tuning methods: show a training progress bar")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="edit file to write (.safetensors)")
 @friendly_errors
-def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogue_defaults, show_config, out) -> None:
-    """Erase concepts with a closed-form method and write a reversible edit file."""
+def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogue_defaults, show_config, check,
+              progress, out) -> None:
+    """Erase concepts (closed-form or fine-tuning method) and write a reversible edit file."""
     from ..edits import Edit, compose
     from ..erasers import erase as run_erase
     from ..erasers import get_eraser, parse_options
@@ -61,6 +66,19 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogu
             preserve = list(dict.fromkeys(p for r in reqs for p in r["preserve"] if p not in erase))
     from .. import load_pipeline
 
+    hooks = None
+    if get_eraser(method).trains:
+        from ..erasers._training import TrainHooks
+
+        if check == "oracle":
+            from ..erasers.concepts import toyworld_hooks
+            from ..world import load_oracle
+
+            hooks = toyworld_hooks(erase[0], load_oracle(), progress=progress)
+        else:
+            hooks = TrainHooks(progress=progress)
+    elif check != "none" or progress:
+        raise InvalidValueError(f"--check/--progress are for fine-tuning methods; {method!r} is closed-form")
     with progress_bar(f"{method}", None) as adv:
         adv(info="loading model")
         pipe = load_pipeline(model)
@@ -68,7 +86,7 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogu
         for e in base:
             e.apply(pipe)
         adv(info="erasing")
-        edit = run_erase(pipe, method, erase=erase, preserve=preserve, guide=guide, **config)
+        edit = run_erase(pipe, method, erase=erase, preserve=preserve, guide=guide, hooks=hooks, **config)
         if base:
             edit = compose(base + [edit])
         path = edit.save(out)

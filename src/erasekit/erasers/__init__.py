@@ -9,7 +9,15 @@ Each method is one file (config dataclass + function) registered lazily here, so
     leace    LEACE on text-encoder outputs folded into cross-attention (Belrose et al., NeurIPS 2023), baseline
 
 Fine-tuning methods (`Method(trains=True)`) share the loop of `_training.py` (progress, seed, budget, checkpoints,
-early stop on a concept check passed as `erase(..., hooks=TrainHooks(check=...))`).
+early stop on a concept check passed as `erase(..., hooks=TrainHooks(check=...))`). Text-encoder trainers:
+
+    fewshot     Few-shot erasing (Fuchi & Takagi, BMVC 2024): gradient ascent on textual inversion of a few images
+    advunlearn  AdvUnlearn (Zhang et al., NeurIPS 2024): adversarial training, plug-and-play text encoder
+
+UNet trainers:
+
+    esd         Erasing Concepts from Diffusion Models (Gandikota et al., ICCV 2023): esd-x / esd-u / esd-x-strict
+    spm         One-dimensional adapters (Lyu et al., CVPR 2024); facilitated transport via `spm.Transport`
 
 The pipeline passed in is never modified: methods read its weights and return the changed tensors as an `Edit`.
 """
@@ -89,6 +97,14 @@ erasers.add("realera", "erasekit.erasers.realera:METHOD",
             help="RealEra closed-form part: neighbour-concept mining + beyond-concept regularisation")
 erasers.add("leace", "erasekit.erasers.leace:METHOD",
             help="LEACE on text-encoder outputs, folded into cross-attention (baseline)")
+erasers.add("esd", "erasekit.erasers.esd:METHOD",
+            help="ESD: fine-tune the UNet towards negatively guided predictions (esd-x / esd-u / esd-x-strict)")
+erasers.add("spm", "erasekit.erasers.spm:METHOD",
+            help="SPM: rank-1 adapters with latent anchoring; facilitated transport at inference (spm_transport)")
+erasers.add("fewshot", "erasekit.erasers.fewshot:METHOD",
+            help="Few-shot erasing: gradient ascent on textual inversion of a few images, text encoder only")
+erasers.add("advunlearn", "erasekit.erasers.advunlearn:METHOD",
+            help="AdvUnlearn: adversarial training of the text encoder (soft-prompt attack inside), plug-and-play")
 
 
 def get_eraser(name: str) -> Method:
