@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared cores: no spinning OpenMP threads
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTS = ("Cora Voss", "Zorbo", "triangle", "nudity")

@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared cores: no spinning OpenMP threads
+
+import torch  # noqa: E402
 
 from erasekit import __version__, erase, generate, load_pipeline
 from erasekit.erasers.bench import machine, measure_peak, real_scale_benchmark
@@ -189,13 +191,21 @@ def markdown(cmd: str, toy: dict | None, real: dict | None) -> str:
             "family's other concepts (near = the erased concept's 2 nearest neighbours by text embedding); "
             "pixel diff = "
             "mean |Δ| (0-255) against the base model's images for unrelated prompts, same seeds. Targets: direct "
-            "detection ≥ 90% → ≤ 10%; specificity within 5 points. Load average when it finished: "
+            "detection ≥ 90% → ≤ 10%; specificity within 5 points. \"+tpl\" variants also train/edit on 8 "
+            "training-caption templates of the concept (held-out templates never). Fine-tuning methods "
+            "(esd, spm, fewshot, advunlearn) stop early once the oracle detection rate on 4 direct prompts "
+            "x 2 seeds falls to `stop_at` (default 0; `toyworld_hooks`, every `check_every` steps): their edit time "
+            "includes those checks, "
+            "and the method column shows steps run and why training stopped. Load average when it finished: "
             f"{', '.join(f'{x:.1f}' for x in toy.get('load_average', ()))}.")
         header = ["concept", "method", "direct %", "held-out %", "keyword %", "specificity %", "near %",
                   "pixel diff", "edit s", "peak MiB"]
         body = []
         for r in toy["rows"]:
-            body.append([f"{r['family']}: {r['concept']}", r["method"], _pct(r["direct_base"], r["direct_edit"]),
+            method = r["method"]
+            if r.get("train"):  # fine-tuning: steps run and why it stopped (steps budget / oracle check / time)
+                method += f" ({r['train']['steps']} steps, {r['train']['stopped']})"
+            body.append([f"{r['family']}: {r['concept']}", method, _pct(r["direct_base"], r["direct_edit"]),
                          _pct(r["heldout_base"], r["heldout_edit"]),
                          _pct(r["keyword_base"], r["keyword_edit"]) if "keyword_base" in r else "–",
                          _pct(r["specificity_base"], r["specificity_edit"]),
@@ -264,9 +274,9 @@ def main() -> None:
             print("wrote BENCHMARKS.md (## Erasure)", flush=True)
 
     if args.part in ("both", "real"):
-        # RECE and MACE encode all 77 rows of many prompts per concept: 100 at once is minutes on 2 cores
+        # MACE encodes all 77 rows of 8 contexts per concept: 100 concepts at once is minutes on 2 cores
         real = real_scale_benchmark(["uce", "realera", "leace", "rece", "mace"], [1, 100], repeats=args.real_repeats,
-                                    counts_for={"rece": [1, 10], "mace": [1, 10]})
+                                    counts_for={"mace": [1, 10]})
         real["load_average"] = os.getloadavg()
         for r in real["rows"]:
             print(f"real {r['method']:8s} x{r['concepts']:<3d} median {r['median_s']:.3f} s "

@@ -20,12 +20,14 @@ import argparse
 import dataclasses
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared cores: no spinning OpenMP threads
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "imitation"

@@ -30,7 +30,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared cores: no spinning OpenMP threads
+
+import torch  # noqa: E402
 
 from erasekit import __version__, erase, load_pipeline
 from erasekit.io import atomic_write_text
