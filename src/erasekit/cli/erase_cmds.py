@@ -29,11 +29,12 @@ def _print_options(name: str) -> None:
 @click.option("--on", "on_edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="edit file(s) to apply first; the output then contains them too (erase one concept after another)")
 @click.option("--catalogue-defaults", is_flag=True,
-              help="toy world: fill missing --guide/--preserve (and unsafe phrases) from the concept catalogue")
+              help="toy world: fill missing --guide/--preserve (and unsafe phrases) from the concept catalogue, and "
+                   "--templates (8 training-caption templates) for methods that take them")
 @click.option("--show-config", is_flag=True, help="list the method's options and exit")
 @click.option("--check", type=click.Choice(["none", "oracle"]), default="none", show_default=True,
               help="fine-tuning methods: concept check for early stopping ('oracle': toy-world oracle on the first "
-                   "--erase concept; also set -o check_every=N)")
+                   "--erase concept, every -o check_every=N steps; 25 when the method's default is 0)")
 @click.option("--progress", is_flag=True, help="fine-tuning methods: show a training progress bar")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="edit file to write (.safetensors)")
 @friendly_errors
@@ -64,6 +65,15 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogu
             guide = [r["guide"] for r in reqs for _ in r["erase"]]
         if not preserve:
             preserve = list(dict.fromkeys(p for r in reqs for p in r["preserve"] if p not in erase))
+        fields = {f[0]: f[1] for f in get_eraser(method).options()}
+        if "templates" in fields and "templates" not in config and (method != "uce" or config.get("expand_prompts")):
+            from ..erasers.concepts import toyworld_templates
+
+            # training-caption templates of the concept (as bench/erasure.py's "+tpl" variants; held-out never)
+            config["templates"] = toyworld_templates(erase[0], n=8)
+    if check == "oracle" and "check_every" not in config and \
+            dict((f[0], f[1]) for f in get_eraser(method).options()).get("check_every") == "0":
+        config["check_every"] = 25  # a check that never runs would not stop anything
     from .. import load_pipeline
 
     hooks = None
