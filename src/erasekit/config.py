@@ -31,6 +31,21 @@ def config_options(config_cls: type) -> list[tuple[str, str, str]]:
     return [(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(config_cls)]
 
 
+class Configurable:
+    """Mixin of registered methods (erasers, attacks) that have a `name` and a `config_cls`."""
+
+    name: str
+    config_cls: type
+
+    def make_config(self, options: Mapping[str, Any]) -> Any:
+        """The config with `options` applied; unknown keys raise UnknownNameError with close matches."""
+        return make_config(self.name, self.config_cls, options)
+
+    def options(self) -> list[tuple[str, str, str]]:
+        """(name, default, help) of each config option."""
+        return config_options(self.config_cls)
+
+
 def _scalar(tp: Any, text: str, key: str) -> Any:
     if tp is bool:
         low = text.strip().lower()

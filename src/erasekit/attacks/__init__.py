@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from ..config import config_options, make_config
+from ..config import Configurable
 from ..errors import InvalidValueError, UnknownNameError
 from ..io import atomic_write_bytes, atomic_write_text
 from ..registry import Registry
@@ -308,7 +308,7 @@ class AttackContext:
 
 # ------------------------------------------------------------------------------------------------ methods
 @dataclass(frozen=True)
-class AttackMethod:
+class AttackMethod(Configurable):
     """A registered attack: config class, `run(ctx, prompt, seed, config) -> Outcome`, what it outputs (`kind`),
     whether it needs the base model, and the paper."""
 
@@ -323,14 +323,6 @@ class AttackMethod:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InvalidValueError(f"attack kind {self.kind!r} is not one of {KINDS}")
-
-    def make_config(self, options: Mapping[str, Any]) -> Any:
-        """The config with `options` applied; unknown keys raise UnknownNameError with close matches."""
-        return make_config(self.name, self.config_cls, options)
-
-    def options(self) -> list[tuple[str, str, str]]:
-        """(name, default, help) of each config option."""
-        return config_options(self.config_cls)
 
 
 attacks: Registry[AttackMethod] = Registry("attack")

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import config_options, make_config
+from ..config import Configurable
 from ..edits import Edit
 from ..errors import InvalidValueError
 from ..registry import Registry
@@ -66,7 +66,7 @@ class EraseRequest:
 
 
 @dataclass(frozen=True)
-class Method:
+class Method(Configurable):
     """A registered eraser: its config dataclass and `run(pipe, request, config)`, which returns the changed tensors
     {tensor name: new tensor} and a dict of facts for the manifest (JSON-able). trains=True: a fine-tuning method,
     called as `run(pipe, request, config, hooks)` with gradients enabled."""
@@ -76,14 +76,6 @@ class Method:
     run: Callable[..., tuple[dict, dict]]
     paper: str = ""
     trains: bool = False
-
-    def make_config(self, options: Mapping[str, Any]) -> Any:
-        """The config with `options` applied; unknown keys raise UnknownNameError with close matches."""
-        return make_config(self.name, self.config_cls, options)
-
-    def options(self) -> list[tuple[str, str, str]]:
-        """(name, default, help) of each config option."""
-        return config_options(self.config_cls)
 
 
 erasers: Registry[Method] = Registry("eraser")

@@ -54,12 +54,26 @@ def default_guide(kind: str) -> str:
     return "art" if kind == "art" else ""
 
 
-def expand(concepts: Sequence[str], templates: Sequence[str]) -> list[str]:
-    """Each concept followed by its templated prompts ("{}" is replaced by the concept)."""
+def check_templates(templates: Sequence[str]) -> None:
+    """Raise naming the first template without a "{}" placeholder for the concept."""
     for t in templates:
         if "{}" not in t:
             raise InvalidValueError(f"template {t!r} has no '{{}}' placeholder for the concept")
+
+
+def expand(concepts: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Each concept followed by its templated prompts ("{}" is replaced by the concept)."""
+    check_templates(templates)
     return [p for c in concepts for p in [c] + [t.format(c) for t in templates]]
+
+
+def expanded_pairs(erase: Sequence[str], guides: Sequence[str], templates: Sequence[str] | None
+                   ) -> tuple[list[str], list[str]]:
+    """(erase prompts, guide prompts) with each erase prompt also inside every template (None: no expansion);
+    each guide is repeated for its concept's templated prompts."""
+    if templates is None:
+        return list(erase), list(guides)
+    return expand(erase, templates), [g for g in guides for _ in range(1 + len(templates))]
 
 
 def toyworld_request(concept: str) -> dict:

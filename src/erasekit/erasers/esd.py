@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from ..errors import InvalidValueError, suggest
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
-from .concepts import expand
+from .concepts import check_templates, expand
 from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, partial_ddim,
                         pipe_with, render_check, trainable_copy)
 
@@ -107,9 +107,7 @@ class ESDConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for t in self.templates:
-            if "{}" not in t:
-                raise InvalidValueError(f"template {t!r} has no '{{}}' placeholder for the concept")
+        check_templates(self.templates)
         for name, valid in (("train_method", tuple(PARAMETER_SETS)), ("target", TARGETS),
                             ("trajectory", TRAJECTORIES)):
             value = getattr(self, name)

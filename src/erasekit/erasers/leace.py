@@ -30,7 +30,7 @@ import torch
 from ..errors import InvalidValueError, suggest
 from . import EraseRequest, Method
 from ._closed_form import F64, PipelineLike, cross_attention_modules, encode
-from .concepts import CONCEPT_TYPES, UCE_TEMPLATES, concept_type, default_guide
+from .concepts import CONCEPT_TYPES, UCE_TEMPLATES, check_templates, concept_type, default_guide
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,7 @@ class LEACEConfig:
         if self.concept_type not in CONCEPT_TYPES:
             raise InvalidValueError(f"concept_type={self.concept_type!r} is not one of {CONCEPT_TYPES}."
                                     f"{suggest(self.concept_type, CONCEPT_TYPES)}")
-        for t in self.templates:
-            if "{}" not in t:
-                raise InvalidValueError(f"template {t!r} has no '{{}}' placeholder for the concept")
+        check_templates(self.templates)
 
 
 def leace_fit(x: torch.Tensor, z: torch.Tensor, tol: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ import torch
 from ..errors import InvalidValueError, suggest
 from . import EraseRequest, Method
 from ._closed_form import PipelineLike, Rows, encode, kv_weights, non_concept_pair, solve
-from .concepts import CONCEPT_TYPES, MACE_TEMPLATES, concept_type, default_guide, expand
+from .concepts import CONCEPT_TYPES, MACE_TEMPLATES, check_templates, concept_type, default_guide, expand
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,7 @@ class MACEConfig:
         if self.concept_type not in CONCEPT_TYPES:
             raise InvalidValueError(f"concept_type={self.concept_type!r} is not one of {CONCEPT_TYPES}."
                                     f"{suggest(self.concept_type, CONCEPT_TYPES)}")
-        for t in self.templates:
-            if "{}" not in t:
-                raise InvalidValueError(f"template {t!r} has no '{{}}' placeholder for the concept")
+        check_templates(self.templates)
 
 
 def mace(pipe: PipelineLike, request: EraseRequest, config: MACEConfig) -> tuple[dict[str, torch.Tensor], dict]:

@@ -29,7 +29,7 @@ import torch
 from ..errors import InvalidValueError, suggest
 from . import EraseRequest, Method
 from ._closed_form import PipelineLike, kv_weights, solve
-from .concepts import CONCEPT_TYPES, UCE_TEMPLATES, concept_type, default_guide, expand
+from .concepts import CONCEPT_TYPES, UCE_TEMPLATES, concept_type, default_guide, expanded_pairs
 from .uce import EMPTY_GUIDE, build
 
 
@@ -91,11 +91,8 @@ def realera(pipe: PipelineLike, request: EraseRequest, config: RealEraConfig) ->
     """RealEra closed-form erasure of `request.erase`; returns ({K/V weight name: new weight}, info)."""
     kind = concept_type(request.erase, config.concept_type)
     guides = request.guides(default_guide(kind))
-    erase_prompts, guide_prompts = list(request.erase), guides
-    if config.expand_prompts:
-        templates = config.templates or UCE_TEMPLATES[kind]
-        erase_prompts = expand(request.erase, templates)
-        guide_prompts = [g for g in guides for _ in range(1 + len(templates))]
+    erase_prompts, guide_prompts = expanded_pairs(
+        request.erase, guides, (config.templates or UCE_TEMPLATES[kind]) if config.expand_prompts else None)
     rows, pairs = build(pipe, erase_prompts, guide_prompts, list(request.preserve), "last", config.empty_guide,
                         config.erase_scale, config.preserve_scale)
     gen = torch.Generator().manual_seed(config.seed)

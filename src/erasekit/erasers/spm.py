@@ -72,7 +72,7 @@ from ..edits import Edit
 from ..errors import InvalidValueError, suggest
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
-from .concepts import expand
+from .concepts import check_templates, expand
 from ._training import TrainHooks, TrainingConfig, TrainingLoop, partial_ddim, pipe_with, render_check
 
 TRAJECTORIES = ("trained", "frozen")
@@ -105,9 +105,7 @@ class SPMConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for t in self.templates:
-            if "{}" not in t:
-                raise InvalidValueError(f"template {t!r} has no '{{}}' placeholder for the concept")
+        check_templates(self.templates)
         if self.rank < 1:
             raise InvalidValueError(f"rank must be >= 1, got {self.rank}")
         if not self.alpha > 0:
