@@ -51,11 +51,12 @@ VARIANTS = {
     "esd-x": ("esd", {"check_every": 25}),
     "esd-x+tpl": ("esd", {"check_every": 25}),
     "esd-u+tpl": ("esd", {"train_method": "esd-u", "lr": 1e-4, "check_every": 25}),
+    "esd-x+tpl+early": ("esd", {"max_stop_frac": 0.5, "check_every": 25}),
     "spm+tpl": ("spm", {"check_every": 25}),
     "fewshot": ("fewshot", {}),
     "advunlearn": ("advunlearn", {}),
 }
-TEMPLATED = {"uce+tpl", "mace", "leace", "esd-x+tpl", "esd-u+tpl", "spm+tpl"}
+TEMPLATED = {"uce+tpl", "mace", "leace", "esd-x+tpl", "esd-u+tpl", "esd-x+tpl+early", "spm+tpl"}
 # fine-tuning variants get TrainHooks whose early stop is the oracle on direct prompts (erasers/concepts.toyworld_hooks)
 
 
@@ -175,7 +176,10 @@ def _pct(b: float, e: float) -> str:
     return f"{b:.0f} → {e:.0f}"
 
 
-def markdown(cmd: str, toy: dict | None, real: dict | None) -> str:
+STOPPED = {"steps": "budget", "check": "early stop", "time": "time budget"}
+
+
+def markdown(cmd: str, toy: dict | None, real: dict | None, note: str = "") -> str:
     from erasekit.report.markdown import md_table
 
     parts = [f"Command: {cmd} (erasekit {__version__}); machine: {machine()}."]
@@ -204,7 +208,7 @@ def markdown(cmd: str, toy: dict | None, real: dict | None) -> str:
         for r in toy["rows"]:
             method = r["method"]
             if r.get("train"):  # fine-tuning: steps run and why it stopped (steps budget / oracle check / time)
-                method += f" ({r['train']['steps']} steps, {r['train']['stopped']})"
+                method += f" ({r['train']['steps']} steps, {STOPPED.get(r['train']['stopped'], r['train']['stopped'])})"
             body.append([f"{r['family']}: {r['concept']}", method, _pct(r["direct_base"], r["direct_edit"]),
                          _pct(r["heldout_base"], r["heldout_edit"]),
                          _pct(r["keyword_base"], r["keyword_edit"]) if "keyword_base" in r else "–",
@@ -212,6 +216,8 @@ def markdown(cmd: str, toy: dict | None, real: dict | None) -> str:
                          _pct(r["neighbours_base"], r["neighbours_edit"]), f"{r['pixel_diff']:.1f}",
                          f"{r['edit_s']:.2f}", f"{r['peak_mib']:.0f}"])
         parts.append(md_table(header, body))
+        if note:
+            parts.append(note)
     if real:
         body = [[r["method"], r["concepts"], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}",
                  f"{r['peak_delta_gib'] * 1024:.0f}", f"{r['peak_rss_gib']:.2f}"] for r in real["rows"]]
@@ -240,6 +246,7 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(CONCEPTS), help="toy-world concept families to run")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--json-out", default=str(ROOT / "runs" / "bench" / "closed_form.json"))
+    ap.add_argument("--note", default="", help="a paragraph written after the toy-world table (e.g. a reading)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="only write BENCHMARKS.md from result files of earlier --part runs")
     args = ap.parse_args()
@@ -253,7 +260,7 @@ def main() -> None:
         cmds = " and ".join(f"`{p['command']}`" for p in parts)
         from erasekit.report.markdown import replace_section
 
-        replace_section(ROOT / "BENCHMARKS.md", "Erasure", markdown(cmds, toy, real))
+        replace_section(ROOT / "BENCHMARKS.md", "Erasure", markdown(cmds, toy, real, args.note))
         print("wrote BENCHMARKS.md (## Erasure)")
         return
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -270,13 +277,14 @@ def main() -> None:
         if not args.no_write:
             from erasekit.report.markdown import replace_section
 
-            replace_section(ROOT / "BENCHMARKS.md", "Erasure", markdown(f"`{cmd}`", toy, real))
+            replace_section(ROOT / "BENCHMARKS.md", "Erasure", markdown(f"`{cmd}`", toy, real, args.note))
             print("wrote BENCHMARKS.md (## Erasure)", flush=True)
 
     if args.part in ("both", "real"):
-        # MACE encodes all 77 rows of 8 contexts per concept: 100 concepts at once is minutes on 2 cores
+        # MACE encodes all 77 rows of 8 contexts per concept and LEACE fits on every row of its templated prompts:
+        # 100 concepts at once are minutes on 2 cores for both
         real = real_scale_benchmark(["uce", "realera", "leace", "rece", "mace"], [1, 100], repeats=args.real_repeats,
-                                    counts_for={"mace": [1, 10]})
+                                    counts_for={"mace": [1, 10], "leace": [1, 10]})
         real["load_average"] = os.getloadavg()
         for r in real["rows"]:
             print(f"real {r['method']:8s} x{r['concepts']:<3d} median {r['median_s']:.3f} s "

@@ -81,12 +81,16 @@ def main() -> None:
     ru = sub.add_parser("run")
     ru.add_argument("--n", type=int, default=N_IMAGES)
     ru.add_argument("--no-write", action="store_true")
+    ru.add_argument("--reuse-base", action="store_true",
+                    help="reuse (a)'s measurement of the shipped model from runs/imitation/imitation.json if present")
+    ru.add_argument("--target-only", action="store_true",
+                    help="score only the target artist on the counterfactual models (skips (a) on each of them)")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.cmd == "train":
         train([int(c) for c in args.counts.split(",")])
     else:
-        run(args.n, not args.no_write)
+        run(args.n, not args.no_write, args.reuse_base, args.target_only)
 
 
 def measure(model_dir: Path, n: int, concepts: list[str] | None = None) -> dict:
@@ -123,7 +127,7 @@ def thresholds(artists: dict, key: str, prefix: str) -> dict:
     return out
 
 
-def run(n: int, write: bool) -> None:
+def run(n: int, write: bool, reuse_base: bool = False, target_only: bool = False) -> None:
     from erasekit.io import atomic_write_text
     from erasekit.report.markdown import md_table, replace_section
 
@@ -132,14 +136,19 @@ def run(n: int, write: bool) -> None:
                               "penalty": 0.9, "target": TARGET, "cf_counts": list(CF_COUNTS), "cf_scale": CF_SCALE,
                               "cf_unet_steps": UNET_STEPS}, "torch": torch.__version__,
                  "threads": torch.get_num_threads(), "platform": platform.platform()}
-    base = measure(base_dir(), n)
+    old = json.loads((OUT / "imitation.json").read_text()) if (OUT / "imitation.json").exists() else {}
+    if reuse_base and old.get("a_base") and old.get("settings", {}).get("n_images") == n:
+        base = {k: v for k, v in old["a_base"].items() if k not in ("true", "caption")}
+        res["a_base_reused_from"] = "runs/imitation/imitation.json"
+    else:
+        base = measure(base_dir(), n)
     res["a_base"] = base | {"true": thresholds(base["artists"], "true", "a-base"),
                             "caption": thresholds(base["artists"], "caption", "a-base")}
     cf = {}
     for c in sorted(CF_COUNTS):
         d = OUT / f"cf-{c}"
         if (d / "manifest.json").exists():
-            cf[c] = measure(d, n)
+            cf[c] = measure(d, n, [TARGET] if target_only else None)
     res["b_counterfactual"] = {str(c): m for c, m in cf.items()}
     if len(cf) >= 3:
         curve = {f"{TARGET} x{c}": {"score": m["artists"][TARGET]["score"], "true": c} for c, m in cf.items()}
@@ -155,7 +164,9 @@ def run(n: int, write: bool) -> None:
 
     rows = [[c, v["true"], v["caption"], round(v["score"], 4)]
             for c, v in sorted(base["artists"].items(), key=lambda kv: -kv[1]["true"])]
-    body = [f"Command: `python bench/imitation.py train && python bench/imitation.py run` "
+    import sys
+
+    body = [f"Command: `python bench/imitation.py train && python bench/imitation.py {' '.join(sys.argv[1:])}` "
             f"(torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.platform()}).",
             "",
             f"Imitation score: {n} generations per artist (direct prompts, {STEPS} DDIM steps, the model's guidance), "
@@ -174,7 +185,8 @@ def run(n: int, write: bool) -> None:
     if cf:
         body += [md_table(["target count", "target imitation", "estimate (a) on this model (published pen)"],
                           [[c, round(m["artists"][TARGET]["score"], 4),
-                            thr(thresholds(m["artists"], "true", f"a-cf{c}")["published"])] for c, m in cf.items()]), ""]
+                            thr(thresholds(m["artists"], "true", f"a-cf{c}")["published"]) if len(m["artists"]) > 2
+                            else "not measured (--target-only)"] for c, m in cf.items()]), ""]
     if "b_threshold" in res:
         body += [f"Direct threshold (same rule on the counterfactual curve): "
                  f"published pen {thr(res['b_threshold']['published'])}, "
