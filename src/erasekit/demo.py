@@ -50,14 +50,15 @@ def agreement(prompts: list[Prompt], predicted: list[dict[str, str]]) -> dict[st
 
 
 DEMO_ERASE = "Zorbo"
-DEMO_METHODS = ("uce", "rece", "mace", "realera")
+DEMO_METHODS = ("uce", "rece", "mace", "realera", "fewshot")
 
 
 def run_demo(out: Path, model: str = "toyworld", seed: int = 0, per_prompt: int = 4, steps: int = DEFAULT_STEPS,
              erase: str | None = DEMO_ERASE, methods: tuple[str, ...] = DEMO_METHODS, suite: str = "default",
              limit: int | None = None, progress: Callable[..., None] | None = None) -> Path:
-    """Generate and label a handful of prompts per family; then (if `erase`) erase that concept with each closed-form
-    method and evaluate base vs edited on the suite. Writes report.html, grid.png, results.json (+ erasure/)."""
+    """Generate and label a handful of prompts per family; then (if `erase`) erase that concept with each method
+    (the closed forms and few-shot fine-tuning, seconds each) and evaluate base vs edited on the suite. Writes
+    report.html, grid.png, results.json (+ erasure/)."""
     t0 = time.time()
     pipe = load_pipeline(model)
     oracle = load_oracle()
@@ -99,7 +100,8 @@ def run_demo(out: Path, model: str = "toyworld", seed: int = 0, per_prompt: int 
         bench = bench_methods(load_suite(suite).limited(limit), list(methods), [erase], out / "erasure", model=model,
                               progress=progress)
         rep.heading(f"Erasing {erase!r} with {', '.join(methods)}", id="erasure")
-        rep.paragraph(f"Each method erases {erase!r} from the weights (closed form); base and edited models are then "
+        rep.paragraph(f"Each method erases {erase!r} from the weights (closed forms; few-shot fine-tunes the text "
+                      "encoder, stopping once the oracle no longer sees the concept); base and edited models are then "
                       f"evaluated on the {suite!r} suite with the same seeds. Edits: {out / 'erasure' / 'edits'}.",
                       cls="caption")
         add_eval_sections(rep, bench, oracle)

@@ -488,7 +488,13 @@ def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str],
         variants = []
         for m in methods:
             t = time.perf_counter()
-            edit = erase(pipe, m, [concept], **(options or {}).get(m, {}))
+            opts = dict((options or {}).get(m, {}))
+            if get_eraser(m).trains and "hooks" not in opts:  # early stop when the oracle no longer sees it
+                from .erasers.concepts import toyworld_hooks
+                from .world import load_oracle
+
+                opts["hooks"] = toyworld_hooks(concept, load_oracle())
+            edit = erase(pipe, m, [concept], **opts)
             secs = time.perf_counter() - t
             path = edit.save(out / "edits" / f"{m}-{_slug(concept)}.safetensors")
             variants.append(Variant(m, edits=(str(path),), cost={"edit_seconds": round(secs, 4)}))

@@ -123,13 +123,13 @@ def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, ed
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--per-prompt", default=4, show_default=True, type=int, help="images per prompt")
 @click.option("--erase", default="Zorbo", show_default=True, help="concept erased in the demo ('' to skip erasure)")
-@click.option("--methods", default="uce,rece,mace,realera", show_default=True, help="erasers compared")
+@click.option("--methods", default="uce,rece,mace,realera,fewshot", show_default=True, help="erasers compared")
 @click.option("--suite", default="default", show_default=True)
 @click.option("--limit", default=None, type=int, help="cap every prompt set of the suite (quick runs)")
 @friendly_errors
 def demo_cmd(out, model, seed, per_prompt, erase, methods, suite, limit) -> None:
     """The main job on the built-in default: generate and label images per concept family, erase one concept with
-    the closed-form methods, evaluate base vs edited, and write an HTML report and PNG grid."""
+    the closed-form methods and few-shot fine-tuning, evaluate base vs edited, and write an HTML report and PNG grid."""
     from ..demo import run_demo
 
     ms = tuple(m.strip() for m in methods.split(",") if m.strip())

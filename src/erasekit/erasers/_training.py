@@ -137,7 +137,7 @@ def changed_tensors(prefix: str, module: torch.nn.Module, names: Sequence[str], 
 def pipe_with(pipe: StableDiffusionPipeline, **components: Any) -> StableDiffusionPipeline:
     """A pipeline sharing `pipe`'s components except those given (e.g. unet=trained_unet); `pipe` is unchanged."""
     comps = dict(pipe.components) | components
-    out = StableDiffusionPipeline(**comps)
+    out = StableDiffusionPipeline(**comps, requires_safety_checker=False)  # the base had none either (no warning)
     out.set_progress_bar_config(disable=True)
     return out
 
