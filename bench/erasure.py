@@ -53,10 +53,11 @@ VARIANTS = {
     "esd-u+tpl": ("esd", {"train_method": "esd-u", "lr": 1e-4, "check_every": 25}),
     "esd-x+tpl+early": ("esd", {"max_stop_frac": 0.5, "check_every": 25}),
     "spm+tpl": ("spm", {"check_every": 25}),
+    "spm+tpl+early": ("spm", {"max_stop_frac": 0.5, "check_every": 25}),
     "fewshot": ("fewshot", {}),
     "advunlearn": ("advunlearn", {}),
 }
-TEMPLATED = {"uce+tpl", "mace", "leace", "esd-x+tpl", "esd-u+tpl", "esd-x+tpl+early", "spm+tpl"}
+TEMPLATED = {"uce+tpl", "mace", "leace", "esd-x+tpl", "esd-u+tpl", "esd-x+tpl+early", "spm+tpl", "spm+tpl+early"}
 # fine-tuning variants get TrainHooks whose early stop is the oracle on direct prompts (erasers/concepts.toyworld_hooks)
 
 

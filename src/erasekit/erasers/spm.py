@@ -96,6 +96,9 @@ class SPMConfig(TrainingConfig):
     preserve_anchors: bool = field(default=False, metadata={
         "help": "also anchor one of the request's preserve prompts per step (not in SPM)"})
     ddim_steps: int = field(default=30, metadata={"help": "DDIM steps of the partial sampling of x_t (official 30)"})
+    max_stop_frac: float = field(default=1.0, metadata={
+        "help": "draw the stop step from the first max_stop_frac of the DDIM steps only (high noise; official 1.0; "
+                "see esd.py: toy artists are decided early)"})
     start_guidance: float = field(default=3.0, metadata={"help": "CFG scale of the partial sampling (official 3)"})
     templates: tuple[str, ...] = field(default=(), metadata={
         "help": "prompt templates with '{}' ('a painting of {}'): each erase prompt is also trained inside each "
@@ -117,6 +120,8 @@ class SPMConfig(TrainingConfig):
             raise InvalidValueError(f"anchors must be >= 0, got {self.anchors}")
         if self.ddim_steps < 2:
             raise InvalidValueError(f"ddim_steps must be >= 2, got {self.ddim_steps}")
+        if not 0.0 < self.max_stop_frac <= 1.0:
+            raise InvalidValueError(f"max_stop_frac must be in (0, 1], got {self.max_stop_frac}")
         if self.trajectory not in TRAJECTORIES:
             raise InvalidValueError(f"trajectory={self.trajectory!r} is not one of {TRAJECTORIES}."
                                     f"{suggest(self.trajectory, TRAJECTORIES)}")
@@ -245,7 +250,7 @@ def run(pipe, request: EraseRequest, config: SPMConfig, hooks: TrainHooks) -> tu
     def step(i: int, gen: torch.Generator) -> float:
         j = int(torch.randint(len(erase), (1,), generator=gen))
         c, n = cond[j:j + 1], neut[j:j + 1]
-        stop = int(torch.randint(1, config.ddim_steps, (1,), generator=gen))
+        stop = int(torch.randint(1, max(2, round(config.ddim_steps * config.max_stop_frac)), (1,), generator=gen))
         with adapters.scaled(1.0 if config.trajectory == "trained" else 0.0):
             x, t = partial_ddim(unet, pipe.scheduler, c, uncond, config.ddim_steps, stop, config.start_guidance, gen)
         anchored = [sample_anchors(c[0], config.anchors, gen)]
