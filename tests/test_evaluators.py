@@ -310,3 +310,19 @@ def test_runner_attacks_custom_targets_with_the_suites_evaluator(tiny_pipe, tmp_
     m = res["variants"]["base"]["metrics"]["blob"]
     assert m["asr_pre"] == float(att["pre"][0]) and m["asr"] == float(att["pre"][0] or att["post"][0])
     assert bool(att["post"][0]) == bool(bright(res["_images"][("base", "blob", "attacked")])[0])
+
+
+def test_bench_methods_on_custom_targets(tiny_pipe, tmp_path):
+    from erasekit.evaluation import bench_methods
+
+    ev = CallableEvaluator(bright, concept="blob", version="test-1")
+    res = bench_methods(custom_suite(), ["uce"], ["blob"], tmp_path, pipe=tiny_pipe, evaluator=ev)
+    assert set(res["variants"]) == {"base", "uce"} and res["targets"] == ["blob"]
+    edit = tmp_path / "edits" / "uce-blob.safetensors"
+    assert edit.exists() and res["variants"]["uce"]["cost"]["edit_seconds"] >= 0
+    m = res["variants"]["uce"]["metrics"]["blob"]
+    assert m["efficacy"] == pytest.approx(bright(res["_images"][("uce", "blob", "direct")]).mean())
+    assert res["variants"]["base"]["metrics"]["blob"]["image_drift"] == 0.0
+    assert res["provenance"]["evaluator"]["name"] == "callable"
+    with pytest.raises(UnknownNameError, match="Zorbo"):
+        bench_methods(custom_suite(), ["uce"], ["Zorbbo"], tmp_path / "bad", pipe=tiny_pipe, evaluator=ev)

@@ -471,25 +471,32 @@ def _edit_cost(edits: list) -> dict:
 
 def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str], out: str | Path,
                   model: str | None = None, options: dict[str, dict] | None = None,
-                  progress: Callable[..., None] | None = None) -> dict:
+                  progress: Callable[..., None] | None = None, pipe=None, evaluator=None,
+                  clip: str | None = None) -> dict:
     """Erase each concept with each method (one concept at a time), evaluate base + every method on that concept, and
-    merge into one result whose variants are the methods (metrics per concept). Edits go to `<out>/edits/`."""
+    merge into one result whose variants are the methods (metrics per concept). Edits go to `<out>/edits/`.
+
+    Concepts are toy-world catalogue names or targets of the suite with their own prompts (real SD1.x models; the
+    concept's name is what gets erased). pipe / evaluator / clip: as for `evaluate`."""
     from .erasers import erase, get_eraser
 
     for m in methods:
         get_eraser(m)  # unknown method -> close-match suggestions before any work
     model = model or suite.model
     out = Path(out)
-    pipe = load_pipeline(model)
+    for concept in concepts:  # unknown concepts fail before any work
+        if not suite.is_custom(concept):
+            CATALOGUE.find(concept)
+    pipe = pipe if pipe is not None else load_pipeline(model)
     merged: dict = {"variants": {}, "targets": list(concepts)}
     parts = {}
     for concept in concepts:
-        CATALOGUE.find(concept)
         variants = []
         for m in methods:
             t = time.perf_counter()
             opts = dict((options or {}).get(m, {}))
-            if get_eraser(m).trains and "hooks" not in opts:  # early stop when the oracle no longer sees it
+            if get_eraser(m).trains and "hooks" not in opts and not suite.is_custom(concept):
+                # toy world: early stop when the oracle no longer sees the concept
                 from .erasers.concepts import toyworld_hooks
                 from .world import load_oracle
 
@@ -499,7 +506,7 @@ def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str],
             path = edit.save(out / "edits" / f"{m}-{_slug(concept)}.safetensors")
             variants.append(Variant(m, edits=(str(path),), cost={"edit_seconds": round(secs, 4)}))
         res = evaluate(suite, variants, out / _slug(concept), model=model, targets=[concept], progress=progress,
-                       pipe=pipe)
+                       pipe=pipe, evaluator=evaluator, clip=clip)
         parts[concept] = res
         for name, v in res["variants"].items():
             slot = merged["variants"].setdefault(name, {"metrics": {}, "cost": {}, "edits": [], "shield": None,
@@ -521,6 +528,7 @@ def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str],
                                                      for c in concepts))
     merged["_images"] = {k: v for r in parts.values() for k, v in r["_images"].items()}
     merged["_sets"] = {k: v for r in parts.values() for k, v in r["_sets"].items()}
+    merged["_evaluator"] = first.get("_evaluator")
     return merged
 
 

@@ -70,15 +70,7 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
                 console.print(f"[yellow]{c!r} is neither a target of the suite nor a toy-world concept; "
                               "not evaluated as a target[/]")
         targets = targets or None
-    pipe = None
-    if device != "cpu" or dtype != "float32":
-        import torch
-
-        from ..models import load_pipeline
-
-        if not (model or s.model):
-            raise click.UsageError(f"suite {s.name!r} names no model: pass --model")
-        pipe = load_pipeline(model or s.model, dtype=getattr(torch, dtype), device=device)
+    pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
     with progress_bar("evaluating", None) as adv:
         res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv), clip=clip, pipe=pipe)
     report = write_eval_report(res, Path(out) / "report.html", oracle=res["_evaluator"])
@@ -92,10 +84,14 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
 @click.option("--suite", default="default", show_default=True)
 @click.option("--model", default=None)
 @click.option("--limit", default=None, type=int, help="cap every prompt set at this many images")
+@click.option("--clip", default=None, type=click.Path(exists=True, file_okay=False),
+              help="local CLIP checkpoint folder: adds clip_score metrics (default: the suite's alignment.clip)")
+@click.option("--device", default="cpu", show_default=True, help="torch device of the model (e.g. cuda)")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
 @click.option("--out", default="runs/bench-methods", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
 @click.pass_context
-def bench_cmd(ctx, methods, concepts, suite, model, limit, out) -> None:
+def bench_cmd(ctx, methods, concepts, suite, model, limit, clip, device, dtype, out) -> None:
     """Erase each concept with each method and put them all on one leaderboard (results.json + report.html).
 
     Subcommands run the other benchmarks (e.g. `erasekit bench closed-form`)."""
@@ -107,16 +103,27 @@ def bench_cmd(ctx, methods, concepts, suite, model, limit, out) -> None:
     from ..evaluation import bench_methods
     from ..report.eval_report import write_eval_report
     from ..suite import load_suite
-    from ..world import load_oracle
 
     s = load_suite(suite).limited(limit)
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     cs = [c.strip() for c in concepts.split(",")] if concepts else list(s.targets)
+    pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
     with progress_bar("benchmarking", None) as adv:
-        res = bench_methods(s, ms, cs, out, model=model, progress=_progress(adv))
-    report = write_eval_report(res, Path(out) / "report.html", oracle=load_oracle())
+        res = bench_methods(s, ms, cs, out, model=model, progress=_progress(adv), pipe=pipe, clip=clip)
+    report = write_eval_report(res, Path(out) / "report.html", oracle=res["_evaluator"])
     _print_summary(res)
     console.print(f"[bold green]report:[/] {report}")
+
+
+def _load_for(model: str | None, device: str, dtype: str):
+    """The pipeline on `device` in `dtype` (the runner loads CPU float32 itself otherwise)."""
+    import torch
+
+    from ..models import load_pipeline
+
+    if not model:
+        raise click.UsageError("the suite names no model: pass --model")
+    return load_pipeline(model, dtype=getattr(torch, dtype), device=device)
 
 
 def _print_summary(res: dict) -> None:
