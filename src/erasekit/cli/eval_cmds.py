@@ -129,9 +129,9 @@ def _load_for(model: str | None, device: str, dtype: str):
 def _print_summary(res: dict) -> None:
     from rich.table import Table
 
-    cols = ["efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift"]
-    cols += [c for c in ("asr_pre", "asr", "clip_score_direct", "clip_score_unrelated")
-             if any(c in v["mean"] for v in res["variants"].values())]
+    wanted = ["efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift", "asr_pre",
+              "asr", "clip_score_direct", "clip_score_unrelated"]
+    cols = [c for c in wanted if any(c in v["mean"] for v in res["variants"].values())]  # only what was measured
     table = Table(title="mean over target concepts")
     table.add_column("variant")
     for c in cols:
