@@ -122,22 +122,3 @@ def test_cli_erase_trains_with_oracle_check(tmp_path):
                                     str(tmp_path / "u.safetensors")])
     assert res.exit_code != 0 and "fine-tuning" in res.output
 
-
-@pytest.mark.parametrize("frac, bound", [(1.0, 10), (0.5, 5), (0.01, 1)])
-def test_max_stop_frac_keeps_training_latents_at_high_noise(tiny_pipe, monkeypatch, frac, bound):
-    import erasekit.erasers.esd as esd_mod
-
-    stops = []
-    real = esd_mod.partial_ddim
-
-    def spy(unet, scheduler, cond, uncond, n_steps, stop, *args, **kw):
-        stops.append(stop)
-        return real(unet, scheduler, cond, uncond, n_steps, stop, *args, **kw)
-
-    monkeypatch.setattr(esd_mod, "partial_ddim", spy)
-    erase(tiny_pipe, "esd", erase=["Zorbo"], steps=12, ddim_steps=10, max_stop_frac=frac)
-    assert len(stops) == 12 and max(stops) < bound and min(stops) >= 0
-    if frac == 1.0:
-        assert max(stops) >= 5  # uniform over all 10 steps reaches the low-noise half (12 draws)
-    with pytest.raises(InvalidValueError, match="max_stop_frac"):
-        ESDConfig(max_stop_frac=0.0)

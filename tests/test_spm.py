@@ -191,23 +191,3 @@ def test_cli_generate_with_transport(tmp_path, toy_pipe_shared):
     assert np.abs(transported[:half].astype(int) - applied[:half]).max() <= 1  # "Zorbo": gamma 1 = the edit
     assert not np.array_equal(transported[half:], applied[half:])  # "a red circle": adapter (mostly) off
 
-
-@pytest.mark.parametrize("frac, bound", [(1.0, 10), (0.5, 5)])
-def test_spm_max_stop_frac_keeps_training_latents_at_high_noise(tiny_pipe, monkeypatch, frac, bound):
-    import erasekit.erasers.spm as spm_mod
-    from erasekit import erase
-
-    stops = []
-    real = spm_mod.partial_ddim
-
-    def spy(unet, scheduler, cond, uncond, n_steps, stop, *args, **kw):
-        stops.append(stop)
-        return real(unet, scheduler, cond, uncond, n_steps, stop, *args, **kw)
-
-    monkeypatch.setattr(spm_mod, "partial_ddim", spy)
-    erase(tiny_pipe, "spm", erase=["Zorbo"], steps=10, ddim_steps=10, max_stop_frac=frac)
-    assert len(stops) == 10 and 1 <= min(stops) and max(stops) < bound
-    if frac == 1.0:
-        assert max(stops) >= 5
-    with pytest.raises(InvalidValueError, match="max_stop_frac"):
-        SPMConfig(max_stop_frac=1.5)

@@ -138,3 +138,27 @@ def test_training_config_errors_name_the_value():
         TrainingConfig(stop_at=1.5)
     with pytest.raises(InvalidValueError, match="max_seconds"):
         TrainingConfig(max_seconds=-1.0)
+
+
+@pytest.mark.parametrize("method, frac, low, high", [
+    ("esd", 1.0, 0, 10), ("esd", 0.5, 0, 5), ("esd", 0.01, 0, 1),  # ESD stops k in [0, K)
+    ("spm", 1.0, 1, 10), ("spm", 0.5, 1, 5),                         # SPM (official) stops k in [1, K)
+])
+def test_max_stop_frac_keeps_training_latents_at_high_noise(tiny_pipe, monkeypatch, method, frac, low, high):
+    import importlib
+
+    module = importlib.import_module(f"erasekit.erasers.{method}")
+    stops = []
+    real = module.partial_ddim
+
+    def spy(unet, scheduler, cond, uncond, n_steps, stop, *args, **kw):
+        stops.append(stop)
+        return real(unet, scheduler, cond, uncond, n_steps, stop, *args, **kw)
+
+    monkeypatch.setattr(module, "partial_ddim", spy)
+    erase(tiny_pipe, method, erase=["Zorbo"], steps=10, ddim_steps=10, max_stop_frac=frac)
+    assert len(stops) == 10 and low <= min(stops) and max(stops) < high
+    if frac == 1.0:
+        assert max(stops) >= 5  # uniform over all 10 steps reaches the low-noise half
+    with pytest.raises(InvalidValueError, match="max_stop_frac"):
+        get_eraser(method).make_config({"max_stop_frac": 1.5 if method == "spm" else 0.0})

@@ -31,6 +31,22 @@ def config_options(config_cls: type) -> list[tuple[str, str, str]]:
     return [(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(config_cls)]
 
 
+def check_choice(name: str, value: Any, valid: Sequence[Any]) -> None:
+    """Raise InvalidValueError naming `value` and the close valid ones when it is not one of `valid`."""
+    if value not in valid:
+        from .errors import suggest
+
+        raise InvalidValueError(f"{name}={value!r} is not one of {tuple(valid)}.{suggest(str(value), valid)}")
+
+
+def check_min(config: Any, minimum: float, *names: str, strict: bool = False) -> None:
+    """Raise InvalidValueError for the first option of `config` below `minimum` (at or below it when `strict`)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is None or (value <= minimum if strict else value < minimum):
+            raise InvalidValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
 class Configurable:
     """Mixin of registered methods (erasers, attacks) that have a `name` and a `config_cls`."""
 

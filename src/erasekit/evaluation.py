@@ -298,6 +298,15 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
         if not todo and not attacks_todo:
             continue
         applied = []
+        shields: dict[str, object] = {}  # target -> the shield protecting it (built, e.g. calibrated, once)
+
+        def shield_for(target: str):
+            if v.shield and target not in shields:
+                from .shields import get_shield
+
+                shields[target] = get_shield(v.shield, concepts=[target], pipe=pipe)
+            return shields.get(target)
+
         t_v = time.time()
         try:
             for e in v.loaded_edits():
@@ -306,10 +315,9 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
             for t, name, prompts, seeds, path in todo:
                 texts = [p.text for p in prompts]
                 if v.shield:  # the shield protects the target concept of this unit
-                    from .shields import get_shield, shielded_generate
+                    from .shields import shielded_generate
 
-                    shield = get_shield(v.shield, concepts=[t], pipe=pipe)
-                    imgs, _ = shielded_generate(pipe, texts, seeds, shields=shield, steps=suite.steps,
+                    imgs, _ = shielded_generate(pipe, texts, seeds, shields=shield_for(t), steps=suite.steps,
                                                 guidance=guidance)
                 else:
                     imgs = generate(pipe, texts, seeds, steps=suite.steps, guidance=guidance)
@@ -319,7 +327,8 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
             gen_seconds[v.name] += time.time() - t_v
             for t in attacks_todo:
                 t_a = time.time()
-                _run_attack_unit(suite, v, t, pipe, base_copy, oracle, guidance, attack_paths[(v.name, t)])
+                _run_attack_unit(suite, v, t, pipe, base_copy, oracle, guidance, attack_paths[(v.name, t)],
+                                 shield_for(t))
                 attack_seconds[v.name] += time.time() - t_a
                 if progress:
                     progress(0, info=f"{v.name} {t} attack {v.attack}")
@@ -405,8 +414,8 @@ def _attack_key(model: str, variant: Variant, target: str, suite: Suite, guidanc
 
 
 def _run_attack_unit(suite: Suite, v: Variant, target: str, pipe, base_pipe, oracle, guidance: float,
-                     directory: Path) -> None:
-    """Attack `pipe` (edits already applied; `v.shield` protecting `target`) on the suite's first
+                     directory: Path, shield=None) -> None:
+    """Attack `pipe` (edits already applied; `shield`, if any, protecting `target`) on the suite's first
     `attack_prompts` direct prompts of `target`; write result.json (+ embeddings) and the attacked images."""
     from .attacks import parse_spec, run_attack
 
@@ -426,11 +435,6 @@ def _run_attack_unit(suite: Suite, v: Variant, target: str, pipe, base_pipe, ora
 
     check.__name__ = f"{getattr(oracle, 'name', 'evaluator')}[{target}]"
     options = {"seed": suite.seed, "sample_steps": suite.steps, "guidance": guidance} | options
-    shield = None
-    if v.shield:
-        from .shields import get_shield
-
-        shield = get_shield(v.shield, concepts=[target], pipe=pipe)
     res = run_attack(name, pipe, concept, base_pipe=base_pipe, success=check, prompts=prompts, shield=shield,
                      **options)
     # images first, result.json last: result.json marks the unit as done
@@ -490,6 +494,7 @@ def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str],
     pipe = pipe if pipe is not None else load_pipeline(model)
     merged: dict = {"variants": {}, "targets": list(concepts)}
     parts = {}
+    toy_oracle = None  # loaded once, on first need
     for concept in concepts:
         variants = []
         for m in methods:
@@ -500,7 +505,8 @@ def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str],
                 from .erasers.concepts import toyworld_hooks
                 from .world import load_oracle
 
-                opts["hooks"] = toyworld_hooks(concept, load_oracle())
+                toy_oracle = toy_oracle or load_oracle()
+                opts["hooks"] = toyworld_hooks(concept, toy_oracle)
             edit = erase(pipe, m, [concept], **opts)
             secs = time.perf_counter() - t
             path = edit.save(out / "edits" / f"{m}-{_slug(concept)}.safetensors")

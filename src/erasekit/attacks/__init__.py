@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from ..config import Configurable
+from ..config import Configurable, check_choice, check_min
 from ..errors import InvalidValueError, UnknownNameError
 from ..io import atomic_write_bytes, atomic_write_text
 from ..registry import Registry
@@ -72,18 +72,11 @@ class AttackConfig:
 
 
 def _check_positive(cfg: Any, *names: str) -> None:
-    for n in names:
-        v = getattr(cfg, n)
-        if v is None or v <= 0:
-            raise InvalidValueError(f"{n} must be > 0, got {v!r}")
+    check_min(cfg, 0, *names, strict=True)
 
 
 def _check_choice(cfg: Any, name: str, valid: Sequence[str]) -> None:
-    from ..errors import suggest
-
-    v = getattr(cfg, name)
-    if v not in valid:
-        raise InvalidValueError(f"{name}={v!r} is not one of {tuple(valid)}.{suggest(str(v), valid)}")
+    check_choice(name, getattr(cfg, name), valid)
 
 
 # ------------------------------------------------------------------------------------------------ outcomes

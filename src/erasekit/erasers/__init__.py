@@ -92,7 +92,7 @@ erasers.add("leace", "erasekit.erasers.leace:METHOD",
 erasers.add("esd", "erasekit.erasers.esd:METHOD",
             help="ESD: fine-tune the UNet towards negatively guided predictions (esd-x / esd-u / esd-x-strict)")
 erasers.add("spm", "erasekit.erasers.spm:METHOD",
-            help="SPM: rank-1 adapters with latent anchoring; facilitated transport at inference (spm_transport)")
+            help="SPM: rank-1 adapters, latent anchoring; facilitated transport at inference (generate --transport)")
 erasers.add("fewshot", "erasekit.erasers.fewshot:METHOD",
             help="Few-shot erasing: gradient ascent on textual inversion of a few images, text encoder only")
 erasers.add("advunlearn", "erasekit.erasers.advunlearn:METHOD",

@@ -56,7 +56,8 @@ import torch.nn.functional as F
 
 from ..attacks._common import gradient_step
 from ..attacks._text import encode_embeds, fill, layout, token_table
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice, check_min
+from ..errors import InvalidValueError
 from . import EraseRequest, Method
 from ._text_encoder import epoch_batch, export_text_encoder, layer_selector, optimiser_step, tokenize
 from ._training import TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, partial_ddim, pipe_with, \
@@ -98,22 +99,11 @@ class AdvUnlearnConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("ddim_steps", "adv_tokens", "attack_every", "retain_batch"):
-            if getattr(self, name) < 1:
-                raise InvalidValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "attack_steps"):
-            if getattr(self, name) < 0:
-                raise InvalidValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("negative_guidance", "retain_weight"):
-            if getattr(self, name) < 0:
-                raise InvalidValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("attack_lr", "start_guidance"):
-            if not getattr(self, name) > 0:
-                raise InvalidValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_min(self, 1, "ddim_steps", "adv_tokens", "attack_every", "retain_batch")
+        check_min(self, 0, "warmup", "attack_steps", "negative_guidance", "retain_weight")
+        check_min(self, 0, "attack_lr", "start_guidance", strict=True)
         for name, valid in (("attack_method", ATTACK_METHODS), ("attack_init", ATTACK_INITS)):
-            if getattr(self, name) not in valid:
-                raise InvalidValueError(f"{name}={getattr(self, name)!r} is not one of {valid}."
-                                        f"{suggest(getattr(self, name), valid)}")
+            check_choice(name, getattr(self, name), valid)
         blank = [p for p in self.retain if not p.strip()]
         if blank:
             raise InvalidValueError(f"retain contains an empty prompt {blank[0]!r}")

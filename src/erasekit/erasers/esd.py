@@ -69,7 +69,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice, check_min
+from ..errors import InvalidValueError
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
 from .concepts import check_templates, expand
@@ -122,15 +123,11 @@ class ESDConfig(TrainingConfig):
         check_templates(self.templates)
         for name, valid in (("train_method", tuple(PARAMETER_SETS)), ("target", TARGETS),
                             ("trajectory", TRAJECTORIES)):
-            value = getattr(self, name)
-            if value not in valid:
-                raise InvalidValueError(f"{name}={value!r} is not one of {valid}.{suggest(value, valid)}")
-        if self.ddim_steps < 1:
-            raise InvalidValueError(f"ddim_steps must be >= 1, got {self.ddim_steps}")
+            check_choice(name, getattr(self, name), valid)
+        check_min(self, 1, "ddim_steps")
         if not 0.0 < self.max_stop_frac <= 1.0:
             raise InvalidValueError(f"max_stop_frac must be in (0, 1], got {self.max_stop_frac}")
-        if self.start_guidance < 0:
-            raise InvalidValueError(f"start_guidance must be >= 0, got {self.start_guidance}")
+        check_min(self, 0, "start_guidance")
         if self.erase_from and self.target == "paper":
             raise InvalidValueError(f"erase_from={self.erase_from!r} needs target='current' (the paper-era target "
                                     "has no erase-from prompt)")
@@ -138,9 +135,7 @@ class ESDConfig(TrainingConfig):
 
 def parameter_names(unet: torch.nn.Module, train_method: str) -> list[str]:
     """Names of the UNet parameters that `train_method` trains, in `named_parameters()` order."""
-    if train_method not in PARAMETER_SETS:
-        raise InvalidValueError(f"train_method={train_method!r} is not one of {tuple(PARAMETER_SETS)}."
-                                f"{suggest(train_method, PARAMETER_SETS)}")
+    check_choice("train_method", train_method, tuple(PARAMETER_SETS))
     pick = PARAMETER_SETS[train_method]
     return [n for n, _ in unet.named_parameters() if pick(n)]
 

@@ -48,7 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice, check_min
+from ..errors import InvalidValueError
 from . import EraseRequest, Method
 from ._text_encoder import epoch_batch, layer_selector, num_layers, optimiser_step, tokenize
 from ._training import TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, pipe_with, render_check, \
@@ -102,13 +103,9 @@ class FewShotConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("batch_size", "n_images"):
-            if getattr(self, name) < 1:
-                raise InvalidValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_min(self, 1, "batch_size", "n_images")
         for name, valid in (("concept_type", CONCEPT_TYPES), ("params", PARAM_SETS)):
-            if getattr(self, name) not in valid:
-                raise InvalidValueError(f"{name}={getattr(self, name)!r} is not one of {valid}."
-                                        f"{suggest(getattr(self, name), valid)}")
+            check_choice(name, getattr(self, name), valid)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise InvalidValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if not self.eps > 0 or self.weight_decay < 0:
@@ -128,8 +125,7 @@ def trainable_names(n_layers: int, params: str) -> Callable[[str], bool]:
     """Parameter-name predicate of the official trainable sets (utils.freeze_and_unfreeze_text_encoder): 'mlp' =
     mlp.fc1/fc2 of every layer, 'attn' = self_attn of every layer, 'final-attn' = self_attn of the last layer,
     'all' = every parameter (token and position embeddings and layer norms included, as officially)."""
-    if params not in PARAM_SETS:
-        raise InvalidValueError(f"params={params!r} is not one of {PARAM_SETS}.{suggest(params, PARAM_SETS)}")
+    check_choice("params", params, PARAM_SETS)
     last = n_layers - 1
 
     def rule(layer: int | None, rest: str) -> bool:

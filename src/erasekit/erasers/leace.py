@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice
+from ..errors import InvalidValueError
 from . import EraseRequest, Method
 from ._closed_form import F64, PipelineLike, cross_attention_modules, encode
 from .concepts import CONCEPT_TYPES, UCE_TEMPLATES, check_templates, concept_type, default_guide
@@ -43,9 +44,7 @@ class LEACEConfig:
     def __post_init__(self) -> None:
         if not 0 < self.tol < 1:
             raise InvalidValueError(f"tol must be in (0, 1), got {self.tol}")
-        if self.concept_type not in CONCEPT_TYPES:
-            raise InvalidValueError(f"concept_type={self.concept_type!r} is not one of {CONCEPT_TYPES}."
-                                    f"{suggest(self.concept_type, CONCEPT_TYPES)}")
+        check_choice("concept_type", self.concept_type, CONCEPT_TYPES)
         check_templates(self.templates)
 
 

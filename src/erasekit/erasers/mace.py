@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice
+from ..errors import InvalidValueError
 from . import EraseRequest, Method
 from ._closed_form import PipelineLike, Rows, encode, kv_weights, non_concept_pair, solve
 from .concepts import CONCEPT_TYPES, MACE_TEMPLATES, check_templates, concept_type, default_guide, expand
@@ -56,9 +57,7 @@ class MACEConfig:
                 raise InvalidValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_prompts < 1:
             raise InvalidValueError(f"n_prompts must be >= 1, got {self.n_prompts}")
-        if self.concept_type not in CONCEPT_TYPES:
-            raise InvalidValueError(f"concept_type={self.concept_type!r} is not one of {CONCEPT_TYPES}."
-                                    f"{suggest(self.concept_type, CONCEPT_TYPES)}")
+        check_choice("concept_type", self.concept_type, CONCEPT_TYPES)
         check_templates(self.templates)
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice
+from ..errors import InvalidValueError
 from . import EraseRequest, Method
 from ._closed_form import PipelineLike, kv_weights, solve
 from .concepts import CONCEPT_TYPES, UCE_TEMPLATES, concept_type, default_guide, expanded_pairs
@@ -67,9 +68,7 @@ class RealEraConfig:
             raise InvalidValueError(f"beyond_cos={self.beyond_cos!r} overlaps neighbour_cos={self.neighbour_cos!r}: "
                                     "beyond rows must be farther from the concept than neighbours")
         for name, valid in (("empty_guide", EMPTY_GUIDE), ("concept_type", CONCEPT_TYPES)):
-            if getattr(self, name) not in valid:
-                raise InvalidValueError(f"{name}={getattr(self, name)!r} is not one of {valid}."
-                                        f"{suggest(getattr(self, name), valid)}")
+            check_choice(name, getattr(self, name), valid)
 
 
 def perturb(rows: torch.Tensor, n: int, band: tuple[float, float], gen: torch.Generator) -> torch.Tensor:

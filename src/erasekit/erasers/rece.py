@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice
+from ..errors import InvalidValueError
 from . import EraseRequest, Method
 from ._closed_form import PipelineLike, Rows, adversarial_embedding, encode, kv_weights, solve
 from .concepts import CONCEPT_TYPES, concept_type, default_guide
@@ -68,9 +69,7 @@ class RECEConfig:
             raise InvalidValueError("regular_scale must be > 0 (it keeps the adversarial embedding well defined)")
         for name, valid in (("embedding", EMBEDDINGS), ("uce_token", TOKENS), ("empty_guide", EMPTY_GUIDE),
                             ("concept_type", CONCEPT_TYPES)):
-            if getattr(self, name) not in valid:
-                raise InvalidValueError(f"{name}={getattr(self, name)!r} is not one of {valid}."
-                                        f"{suggest(getattr(self, name), valid)}")
+            check_choice(name, getattr(self, name), valid)
         if not self.uce and self.epochs == 0:
             raise InvalidValueError("uce=False with epochs=0 would change nothing")
 

@@ -69,7 +69,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..edits import Edit
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice, check_min
+from ..errors import InvalidValueError
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
 from .concepts import check_templates, expand
@@ -109,22 +110,13 @@ class SPMConfig(TrainingConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_templates(self.templates)
-        if self.rank < 1:
-            raise InvalidValueError(f"rank must be >= 1, got {self.rank}")
-        if not self.alpha > 0:
-            raise InvalidValueError(f"alpha must be > 0, got {self.alpha}")
-        for name in ("anchor_strength", "erase_guidance", "start_guidance"):
-            if getattr(self, name) < 0:
-                raise InvalidValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.anchors < 0:
-            raise InvalidValueError(f"anchors must be >= 0, got {self.anchors}")
-        if self.ddim_steps < 2:
-            raise InvalidValueError(f"ddim_steps must be >= 2, got {self.ddim_steps}")
+        check_min(self, 1, "rank")
+        check_min(self, 0, "alpha", strict=True)
+        check_min(self, 0, "anchor_strength", "erase_guidance", "start_guidance", "anchors")
+        check_min(self, 2, "ddim_steps")
         if not 0.0 < self.max_stop_frac <= 1.0:
             raise InvalidValueError(f"max_stop_frac must be in (0, 1], got {self.max_stop_frac}")
-        if self.trajectory not in TRAJECTORIES:
-            raise InvalidValueError(f"trajectory={self.trajectory!r} is not one of {TRAJECTORIES}."
-                                    f"{suggest(self.trajectory, TRAJECTORIES)}")
+        check_choice("trajectory", self.trajectory, TRAJECTORIES)
 
 
 # ------------------------------------------------------------------------------------------------ adapters
@@ -340,9 +332,8 @@ class Transport:
     """
 
     def __init__(self, pipe, edits: Sequence[Edit] | Edit, similarity: str = "eos", scaling: str = "gamma"):
-        for name, value, valid in (("similarity", similarity, SIMILARITIES), ("scaling", scaling, SCALINGS)):
-            if value not in valid:
-                raise InvalidValueError(f"{name}={value!r} is not one of {valid}.{suggest(value, valid)}")
+        check_choice("similarity", similarity, SIMILARITIES)
+        check_choice("scaling", scaling, SCALINGS)
         self.pipe, self.edits = pipe, _spm_edits(edits)
         self.similarity, self.scaling = similarity, scaling
         for e in self.edits:

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InvalidValueError, suggest
+from ..config import check_choice
+from ..errors import InvalidValueError
 from . import EraseRequest, Method
 from ._closed_form import Encoded, PipelineLike, Rows, encode, kv_weights, solve, span_pair, token_lengths
 from .concepts import CONCEPT_TYPES, UCE_TEMPLATES, concept_type, default_guide, expanded_pairs
@@ -65,9 +66,7 @@ class UCEConfig:
                 raise InvalidValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name, valid in (("token", TOKENS), ("technique", TECHNIQUES), ("empty_guide", EMPTY_GUIDE),
                             ("concept_type", CONCEPT_TYPES)):
-            if getattr(self, name) not in valid:
-                raise InvalidValueError(f"{name}={getattr(self, name)!r} is not one of {valid}."
-                                        f"{suggest(getattr(self, name), valid)}")
+            check_choice(name, getattr(self, name), valid)
         if self.lamb == 0 and self.preserve_scale == 0:
             raise InvalidValueError("lamb=0 with preserve_scale=0 leaves the edit undetermined; make one positive")
 
