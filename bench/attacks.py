@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> dict:
     from erasekit.world import load_oracle
 
     torch.set_num_threads(args.threads)
-    from erasekit.models import toyworld_dir
+    from erasekit.world.plugin import assets_dir as toyworld_dir
 
     base = load_pipeline(str(toyworld_dir() / "pipeline"))  # the shipped toy model, by path
     oracle = load_oracle()

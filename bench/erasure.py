@@ -34,7 +34,7 @@ from erasekit.erasers.bench import machine, measure_peak, real_scale_benchmark
 from erasekit.erasers import get_eraser
 from erasekit.erasers.concepts import toyworld_hooks, toyworld_request, toyworld_templates
 from erasekit.io import atomic_write_text
-from erasekit.models import toyworld_dir
+from erasekit.world.plugin import assets_dir as toyworld_dir
 from erasekit.sampling import default_guidance
 from erasekit.world import CATALOGUE, load_oracle, prompts_for
 

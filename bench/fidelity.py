@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from erasekit import __version__, generate, load_pipeline
 from erasekit.io import atomic_write_text
-from erasekit.models import toyworld_manifest
+from erasekit.world.plugin import manifest as toyworld_manifest
 from erasekit.report.markdown import md_table, replace_section
 from erasekit.sampling import default_guidance
 from erasekit.world import FAMILIES, load_oracle

@@ -41,7 +41,7 @@ STEPS = 25
 
 def base_dir() -> Path:
     """The base (long-tail) model: the shipped toy model's folder, or runs/train-v1 before it is installed."""
-    from erasekit.models import toyworld_dir
+    from erasekit.world.plugin import assets_dir as toyworld_dir
 
     d = toyworld_dir()
     return d if (d / "pipeline" / "model_index.json").exists() else ROOT / "runs" / "train-v1"

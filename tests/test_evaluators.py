@@ -13,7 +13,8 @@ import torch
 
 from erasekit.errors import ErasekitError, InvalidValueError, UnknownNameError
 from erasekit.evaluation import Variant, evaluate, prompt_sets
-from erasekit.evaluators import CallableEvaluator, ToyOracleEvaluator, evaluators, get_evaluator
+from erasekit.evaluators import CallableEvaluator, evaluators, get_evaluator
+from erasekit.world.plugin import ToyOracleEvaluator
 from erasekit.metrics import image_drift, metrics
 from erasekit.suite import Suite, load_suite
 

@@ -174,7 +174,7 @@ def test_counts_override_changes_only_that_concept():
 
 # ------------------------------------------------------------------------------------------------------------- CLI
 def _has_shipped() -> bool:
-    from erasekit.models import toyworld_dir
+    from erasekit.world.plugin import assets_dir as toyworld_dir
 
     return (toyworld_dir() / "pipeline" / "model_index.json").exists()
 
@@ -211,7 +211,7 @@ def test_end_to_end_on_the_shipped_model_scaled_down(small_dataset):
     from erasekit.imitation.toyworld import toy_imitation
     from erasekit.world import load_oracle
 
-    from erasekit.models import toyworld_dir
+    from erasekit.world.plugin import assets_dir as toyworld_dir
 
     pipe, oracle = load_pipeline(str(toyworld_dir() / "pipeline")), load_oracle()
     # training images: the 5% sample of the training set suffices for a plumbing-and-ordering check

@@ -30,7 +30,7 @@ def test_oracle_features_and_shapes(oracle):
 
 
 def test_tampered_oracle_weights_are_refused(tmp_path):
-    from erasekit.models import toyworld_dir
+    from erasekit.world.plugin import assets_dir as toyworld_dir
     import shutil
 
     for name in ("oracle.json", "oracle.safetensors"):

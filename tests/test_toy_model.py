@@ -9,8 +9,8 @@ import numpy as np
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from erasekit import generate
-from erasekit.models import toyworld_manifest
-from erasekit.sampling import default_guidance
+from erasekit.world.plugin import manifest as toyworld_manifest
+from erasekit.sampling import sampling_defaults
 from erasekit.world.fidelity import measure_fidelity
 
 # family -> minimum oracle agreement on 24-40 direct prompts
@@ -35,7 +35,7 @@ def test_manifest_records_how_to_reproduce():
 
 
 def test_fidelity_on_a_small_sample(toy_pipe_shared, oracle):
-    g = default_guidance("toyworld")
+    g = sampling_defaults(toy_pipe_shared).guidance
     for family, minimum in MIN_FIDELITY.items():
         res = measure_fidelity(toy_pipe_shared, oracle, family, "direct", n=24, seed=7, guidance=g, steps=20)
         assert res.accuracy >= minimum, (family, res.accuracy, res.per_concept)
@@ -43,7 +43,7 @@ def test_fidelity_on_a_small_sample(toy_pipe_shared, oracle):
 
 def test_prompt_controls_the_image(toy_pipe_shared, oracle):
     """Same seeds, different prompts -> the oracle follows the prompt, not the noise."""
-    g = default_guidance("toyworld")
+    g = sampling_defaults(toy_pipe_shared).guidance
     a = generate(toy_pipe_shared, ["a red square in the style of Cora Voss"] * 6, 0, guidance=g, steps=20)
     b = generate(toy_pipe_shared, ["a blue ring in the style of Alva Renn"] * 6, 0, guidance=g, steps=20)
     pa, pb = oracle.predict(a), oracle.predict(b)

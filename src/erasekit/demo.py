@@ -16,7 +16,8 @@ import numpy as np
 from . import __version__
 from .generation import generate
 from .io import atomic_write_text
-from .models import load_pipeline, toyworld_manifest
+from .models import load_pipeline
+from .world.plugin import manifest as toyworld_manifest
 from .report import HtmlReport, save_grid
 from .sampling import DEFAULT_STEPS, default_guidance
 from .world import FAMILIES, NONE, Prompt, load_oracle, prompts_for

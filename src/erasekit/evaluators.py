@@ -9,7 +9,7 @@ Every evaluator has the same three methods, which is all the runner (`erasekit.e
 
 Registered evaluators (`get_evaluator(name, **options)`; `erasekit ls` lists them):
 
-    toyworld-oracle   the shipped toy-world oracle (one head per family; argmax per head)
+    toyworld-oracle   the toy-world plugin's oracle (one head per family; argmax per head)
     nudenet           NudeNet 3.4.2's detector for "nudity" (optional extra, AGPL-3.0: `pip install erasekit[nudenet]`);
                       an image shows nudity iff any detection of `classes` scores >= `threshold`
     callable          a user classifier per concept: `fn(images (N, H, W, 3) uint8) -> (N,) bool`
@@ -66,6 +66,11 @@ class Evaluator:
     def identity(self) -> dict:
         raise NotImplementedError
 
+    def embed(self, images: np.ndarray):
+        """(N, D) image features (the imitation score's embedding); evaluators without features raise."""
+        raise ErasekitError(f"evaluator {self.name!r} has no image embedding; pass an embedder to the imitation "
+                            "score")
+
     def shows(self, images: np.ndarray, concept: str) -> np.ndarray:
         """(N,) bool: the image shows `concept`."""
         family, label = self.target(concept)
@@ -79,31 +84,9 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     return images
 
 
-# ------------------------------------------------------------------------------------------------ toy-world oracle
-@evaluators.register("toyworld-oracle", help="the shipped toy-world oracle (argmax per family head)")
-class ToyOracleEvaluator(Evaluator):
-    """The toy world's oracle: sees every catalogue concept; labels = argmax of each family head."""
-
-    name = "toyworld-oracle"
-
-    def __init__(self, oracle: Any = None):
-        if oracle is None:
-            from .world import load_oracle
-
-            oracle = load_oracle()
-        self.oracle = oracle
-
-    def predict(self, images: np.ndarray) -> list[dict[str, str]]:
-        return self.oracle.predict(images)
-
-    def target(self, concept: str) -> tuple[str, str]:
-        from .world import CATALOGUE
-
-        family, item = CATALOGUE.find(concept)  # unknown -> UnknownNameError with close matches
-        return family, item.name
-
-    def identity(self) -> dict:
-        return self.oracle.identity()
+# The toy world's oracle is the toy-world plugin's evaluator (registered lazily: nothing is imported until used).
+evaluators.add("toyworld-oracle", "erasekit.world.plugin:ToyOracleEvaluator",
+               help="the shipped toy-world oracle (argmax per family head)")
 
 
 # ---------------------------------------------------------------------------------------------------------- nudenet
@@ -249,4 +232,4 @@ def check_evaluator(name: str, options: Mapping[str, Any] | None = None) -> type
 
 
 __all__ = ["CallableEvaluator", "Evaluator", "NUDENET_CLASSES", "NUDENET_THRESHOLD", "NUDENET_VERSION",
-           "NudeNetEvaluator", "ToyOracleEvaluator", "UNLEARNDIFFATK_CLASSES", "check_evaluator", "evaluators", "get_evaluator"]
+           "NudeNetEvaluator", "UNLEARNDIFFATK_CLASSES", "check_evaluator", "evaluators", "get_evaluator"]

@@ -40,13 +40,36 @@ models.add("toyworld", ModelSource(package_path="assets/toyworld/pipeline"),
            help="the shipped 32x32 toy-world Stable Diffusion (trained from scratch)")
 
 
-def toyworld_dir() -> Path:
-    """Folder of the shipped toy-world assets (pipeline/, oracle.*, manifest.json)."""
-    return Path(str(resources.files("erasekit").joinpath("assets/toyworld")))
+CARD = "erasekit.json"  # a model folder's own defaults: {"world": ..., "sampling": {"steps": ..., "guidance": ...}}
 
 
-def toyworld_manifest() -> dict:
-    return json.loads((toyworld_dir() / "manifest.json").read_text())
+def model_folder(model: object) -> Path | None:
+    """The local folder of a registered name, a folder path or a loaded pipeline (its `name_or_path`), else None."""
+    where = getattr(model, "name_or_path", model)
+    if not isinstance(where, (str, Path)) or not str(where):
+        return None
+    if isinstance(where, str) and where in models:
+        where = models.get(where).resolve()
+    path = Path(where).expanduser()
+    return path if path.is_dir() else None
+
+
+def model_card(model: object) -> dict:
+    """The model folder's erasekit.json ({} when there is none, or for a hub id / in-memory pipeline without one).
+
+    Keys read by the core: "world" (a registered world name), "sampling" ({"steps", "guidance"}: the settings the
+    model is evaluated with). A malformed card raises naming the file."""
+    folder = model_folder(model)
+    if folder is None or not (folder / CARD).is_file():
+        return {}
+    path = folder / CARD
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ErasekitError(f"{path}: not a readable JSON model card ({e}); fix or delete it") from e
+    if not isinstance(card, dict):
+        raise ErasekitError(f"{path}: a model card is a JSON object, got {type(card).__name__}")
+    return card
 
 
 def _resolve(name_or_path: str) -> tuple[str, Path | str]:

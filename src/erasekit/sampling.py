@@ -9,7 +9,11 @@ noise predictions into one. With the default rule (classifier-free guidance on [
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 from collections.abc import Callable, Sequence
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,20 +24,54 @@ from .errors import InvalidValueError
 # combine(step_index, t, eps_list) -> eps; eps_list[k] is the (B, 4, h, w) prediction under conditioning k
 Combine = Callable[[int, torch.Tensor, list[torch.Tensor]], torch.Tensor]
 
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 5.0
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The settings a model is sampled with when the caller gives none: steps, guidance scale, image side (px)."""
+
+    steps: int
+    guidance: float
+    size: int
+    source: str  # where they came from: "erasekit.json" or "pipeline defaults"
 
 
-def default_guidance(model: str = "toyworld") -> float:
-    """The guidance scale a model is evaluated with (the toy model's manifest records its own)."""
-    if model == "toyworld":
-        from .models import toyworld_manifest
+def sampling_defaults(pipe: StableDiffusionPipeline, model: object = None) -> SamplingDefaults:
+    """Defaults of `pipe`: its folder's erasekit.json `sampling` (e.g. the toy model: 25 steps, guidance 5.0), else
+    the pipeline class's own `__call__` defaults (SD1.x: 50 steps, 7.5). `model` (a name or folder) overrides where
+    the card is looked for. The image side is the UNet's sample size times the VAE scale factor."""
+    from .models import model_card
 
-        try:
-            return float(toyworld_manifest().get("sampling", {}).get("guidance", DEFAULT_GUIDANCE))
-        except FileNotFoundError:
-            return DEFAULT_GUIDANCE
-    return 7.5
+    card = model_card(model if model is not None else pipe).get("sampling") or {}
+    sig = inspect.signature(type(pipe).__call__).parameters
+    steps = card.get("steps", sig["num_inference_steps"].default)
+    guidance = card.get("guidance", sig["guidance_scale"].default)
+    check_sampling(steps, guidance, where="the model card's sampling" if card else "the pipeline's defaults")
+    size = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    return SamplingDefaults(int(steps), float(guidance), size, "erasekit.json" if card else "pipeline defaults")
+
+
+MAX_STEPS = 1000  # a DDPM-trained model has 1000 training timesteps; more sampling steps than that are an error
+
+
+def check_sampling(steps: object = None, guidance: object = None, where: str = "") -> None:
+    """Refuse steps that are not integers in [1, MAX_STEPS] and guidance that is not a finite number >= 0."""
+    at = f" ({where})" if where else ""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
+        raise InvalidValueError(f"steps must be an integer in [1, {MAX_STEPS}], got {steps!r}{at}")
+    if guidance is not None:
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+                or guidance < 0:
+            raise InvalidValueError(f"guidance must be a finite number >= 0, got {guidance!r}{at}")
+
+
+def resolve_sampling(pipe: StableDiffusionPipeline, steps: int | None = None,
+                     guidance: float | None = None) -> tuple[int, float]:
+    """(steps, guidance): the given values (checked), or the model's defaults for those left None."""
+    check_sampling(steps, guidance)
+    if steps is None or guidance is None:
+        d = sampling_defaults(pipe)
+        steps = d.steps if steps is None else steps
+        guidance = d.guidance if guidance is None else guidance
+    return int(steps), float(guidance)
 
 
 @torch.no_grad()
@@ -65,15 +103,14 @@ def cfg_combine(guidance: float) -> Combine:
 
 @torch.no_grad()
 def denoise(pipe: StableDiffusionPipeline, conds: Sequence[torch.Tensor], combine: Combine, seeds: Sequence[int],
-            steps: int = DEFAULT_STEPS, latents: torch.Tensor | None = None,
+            steps: int | None = None, latents: torch.Tensor | None = None,
             cond_fn: Callable[[int, torch.Tensor], Sequence[torch.Tensor]] | None = None) -> torch.Tensor:
     """Run the sampler and return final latents (B, 4, h, w).
 
     conds: K tensors (B, 77, D) (or (1, 77, D), broadcast); combine: the guidance rule; cond_fn(i, t), if given,
     returns the conditionings for step i instead (for time-varying embeddings).
     """
-    if steps < 1:
-        raise InvalidValueError(f"steps must be >= 1, got {steps}")
+    steps = resolve_sampling(pipe, steps, 0.0)[0]  # None -> the model's default
     sched = copy.deepcopy(pipe.scheduler)
     sched.set_timesteps(steps, device=pipe.unet.device)
     x = initial_latents(pipe, seeds) if latents is None else latents

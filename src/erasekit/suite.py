@@ -27,7 +27,7 @@ import yaml
 
 from .errors import InvalidValueError, UnknownNameError
 
-SET_KINDS = ("direct", "heldout", "keyword", "indirect", "neighbours", "unrelated")
+from .worlds import PROMPT_KINDS as SET_KINDS  # noqa: E402  (one vocabulary of prompt kinds)
 ALIASES = {"default": "toyworld-default"}
 
 
@@ -36,18 +36,19 @@ class Suite:
     name: str
     targets: tuple[str, ...]
     samples: dict[str, int]
-    steps: int = 25
-    guidance: float | None = None
+    steps: int | None = None  # None: the model's default (its erasekit.json, else the pipeline's)
+    guidance: float | None = None  # None: the model's default
     seed: int = 0
     neighbours: int = 2
     attack_prompts: int = 8
-    model: str = "toyworld"  # "" = none: the user must pass one (`--model`)
-    evaluator: str = "toyworld-oracle"
+    model: str = ""  # "" = none: the user must pass one (`--model`)
+    evaluator: str = ""  # "" = the world's evaluator
     description: str = ""
     extra: dict = field(default_factory=dict)
     prompts: dict = field(default_factory=dict)  # {target: {set kind: [prompt, ...]}} for non-catalogue targets
     evaluator_options: dict = field(default_factory=dict)  # keyword options of the evaluator (e.g. threshold)
     alignment: dict = field(default_factory=dict)  # {"clip": local CLIP checkpoint folder}
+    world: str = ""  # registered world of the catalogue targets ("" = the model card's world, else "none")
 
     def __post_init__(self) -> None:
         for k, v in self.samples.items():
@@ -55,21 +56,26 @@ class Suite:
                 raise UnknownNameError("prompt set", k, SET_KINDS)
             if not isinstance(v, int) or v < 0:
                 raise InvalidValueError(f"samples.{k} must be a non-negative integer, got {v!r}")
-        if self.steps < 1:
-            raise InvalidValueError(f"sampling.steps must be >= 1, got {self.steps}")
+        from .sampling import check_sampling
+
+        check_sampling(self.steps, self.guidance, where=f"suite {self.name!r} sampling")
         if not self.targets:
             raise InvalidValueError(f"suite {self.name!r} has no targets")
         if len(set(self.targets)) != len(self.targets):
             raise InvalidValueError(f"suite {self.name!r} lists a target twice: {list(self.targets)}")
-        from .world import CATALOGUE
-
         for t, sets in self.prompts.items():
             if t not in self.targets:
                 raise UnknownNameError("target with prompts", t, self.targets)
             _check_prompt_sets(t, sets)
+        world = self.base_world()
         for t in self.targets:
             if t not in self.prompts:
-                CATALOGUE.find(t)  # unknown concept -> UnknownNameError with suggestions
+                world.concept(t)  # unknown concept -> UnknownNameError with suggestions
+        if not self.evaluator:
+            if not world.evaluator:
+                raise InvalidValueError(f"suite {self.name!r} names no evaluator and its world {world.name!r} has "
+                                        "none; add `evaluator: NAME` (see `erasekit ls evaluators`)")
+            object.__setattr__(self, "evaluator", world.evaluator)
         from .evaluators import check_evaluator
 
         check_evaluator(self.evaluator, self.evaluator_options)
@@ -79,10 +85,26 @@ class Suite:
             if not isinstance(v, str) or not v.strip():
                 raise InvalidValueError(f"alignment.clip must be the path of a local CLIP checkpoint folder, got {v!r}")
 
+    def base_world(self):
+        """The registered world of the catalogue targets: `world`, else the model card's world, else "none"."""
+        from .worlds import get_world, world_of_model
+
+        return get_world(self.world) if self.world else world_of_model(self.model)
+
+    def world_for(self, evaluator=None):
+        """The world that answers for every target: the registered world, wrapped by the targets' own prompt lists
+        (`PromptListWorld`, labels from `evaluator`) when the suite lists any."""
+        from .worlds import PromptListWorld
+
+        base = self.base_world()
+        if not self.prompts:
+            return base
+        return PromptListWorld(self.prompts, evaluator=evaluator, fallback=base if base.name != "none" else None)
+
     def sha256(self) -> str:
         """sha256 of the canonical JSON; fields added after 0.1 are left out while empty (old hashes stay valid)."""
         d = asdict(self)
-        for k in ("prompts", "evaluator_options", "alignment"):
+        for k in ("prompts", "evaluator_options", "alignment", "world"):
             if not d[k]:
                 del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
@@ -142,7 +164,7 @@ def load_suite(name_or_path: str = "default") -> Suite:
     if not isinstance(raw, dict):
         raise InvalidValueError(f"suite {name_or_path!r} is not a YAML mapping")
     known = {"name", "description", "model", "evaluator", "sampling", "samples", "neighbours", "attack_prompts",
-             "targets", "alignment"}
+             "targets", "alignment", "world"}
     unknown = set(raw) - known
     if unknown:
         raise UnknownNameError("suite key", sorted(unknown)[0], known)
@@ -151,18 +173,18 @@ def load_suite(name_or_path: str = "default") -> Suite:
         if k not in ("steps", "guidance", "seed"):
             raise UnknownNameError("sampling key", k, ("steps", "guidance", "seed"))
     targets, prompts = _parse_targets(raw.get("targets"))
-    evaluator, options = _parse_evaluator(raw.get("evaluator", "toyworld-oracle"))
+    evaluator, options = _parse_evaluator(raw.get("evaluator") or "")
     alignment = raw.get("alignment") or {}
     if not isinstance(alignment, dict):
         raise InvalidValueError(f"alignment must be a mapping such as {{clip: /path/to/clip}}, got {alignment!r}")
-    model = raw.get("model", "toyworld")
+    model = raw.get("model") or ""
     return Suite(name=raw.get("name", str(name_or_path)), targets=targets,
-                 samples=dict(raw.get("samples") or {}), steps=int(sampling.get("steps", 25)),
-                 guidance=sampling.get("guidance"), seed=int(sampling.get("seed", 0)),
+                 samples=dict(raw.get("samples") or {}), steps=sampling.get("steps"),
+                 guidance=sampling.get("guidance"), seed=sampling.get("seed", 0),
                  neighbours=int(raw.get("neighbours", 2)), attack_prompts=int(raw.get("attack_prompts", 8)),
                  model="" if model is None else str(model), evaluator=evaluator,
                  description=(raw.get("description") or "").strip(), prompts=prompts, evaluator_options=options,
-                 alignment=dict(alignment))
+                 alignment=dict(alignment), world=str(raw.get("world") or ""))
 
 
 def _parse_targets(raw: object) -> tuple[tuple[str, ...], dict]:

@@ -44,7 +44,7 @@ def ls_cmd(kind: str | None) -> None:
         table = Table(title=name, show_header=True, header_style="bold")
         if name == "concepts":
             table.add_column("family"), table.add_column("concept"), table.add_column("training images")
-            from ..models import toyworld_manifest
+            from ..world.plugin import manifest as toyworld_manifest
 
             try:
                 counts = toyworld_manifest()["dataset"]["counts"]

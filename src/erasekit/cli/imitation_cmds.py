@@ -19,7 +19,7 @@ def imitation() -> None:
 def toy_model_dir(model: str) -> Path:
     """Folder holding a toy-world model's manifest.json ("toyworld", a training folder or its pipeline/ folder)."""
     from ..errors import ErasekitError
-    from ..models import toyworld_dir
+    from ..world.plugin import assets_dir as toyworld_dir
 
     if model == "toyworld":
         return toyworld_dir()

@@ -97,7 +97,7 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps
 @friendly_errors
 def info_cmd() -> None:
     """Print the shipped toy model's manifest (training command, config, data hash, timings, quality)."""
-    from ..models import toyworld_manifest
+    from ..world.plugin import manifest as toyworld_manifest
 
     click.echo(json.dumps(toyworld_manifest(), indent=1))
 

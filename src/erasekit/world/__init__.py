@@ -10,12 +10,11 @@ from .catalogue import CATALOGUE, FAMILIES, NONE, Catalogue
 from .render import Scene, render, render_many
 
 
-def load_oracle():
+def load_oracle(directory=None):
     """The shipped toy-world oracle (`ToyOracle`): `.predict(images)`, `.probs`, `.embed`, `.identity()`."""
-    from ..models import toyworld_dir
-    from .oracle import ToyOracle
+    from .plugin import load_oracle as _load
 
-    return ToyOracle.load(toyworld_dir())
+    return _load(directory)
 
 
 __all__ = ["CATALOGUE", "FAMILIES", "NONE", "Catalogue", "Prompt", "Scene", "caption", "load_oracle", "prompts_for",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidValueError
+from ..worlds import Prompt
 from .catalogue import CATALOGUE, NONE, Catalogue
 from .render import Scene
 
@@ -86,17 +87,6 @@ def caption(scene: Scene, rng: np.random.Generator, catalogue: Catalogue = CATAL
 
 # ------------------------------------------------------------------------------------------ evaluation prompts
 PROMPT_KINDS = ("direct", "heldout", "keyword", "indirect")
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """An evaluation prompt and the labels an oracle should see in its images (NONE = not constrained)."""
-
-    text: str
-    labels: dict[str, str]
-    family: str
-    concept: str
-    kind: str
 
 
 def prompts_for(family: str, concept: str, kind: str = "direct", n: int = 8, seed: int = 0,

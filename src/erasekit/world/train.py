@@ -363,7 +363,7 @@ def export_assets(train_dir: str | Path, dest: str | Path | None = None) -> Path
     shipped BPE file), oracle and manifest into the package's `assets/toyworld` (or `dest`), replacing it whole."""
     import shutil
 
-    from ..models import toyworld_dir
+    from ..world.plugin import assets_dir as toyworld_dir
 
     src = Path(train_dir)
     if not (src / "manifest.json").exists():
