@@ -97,8 +97,8 @@ def measure(model_dir: Path, n: int, concepts: list[str] | None = None) -> dict:
     """Imitation score (oracle embedding, top-10) and true/caption counts of every artist (or `concepts`)."""
     from erasekit import load_pipeline
     from erasekit.cli.imitation_cmds import toy_dataset, toy_oracle
-    from erasekit.imitation.frequency import toy_frequencies
-    from erasekit.imitation.toyworld import toy_imitation
+    from erasekit.world.imitation import toy_frequencies
+    from erasekit.world.imitation import toy_imitation
     from erasekit.sampling import default_guidance
 
     t = time.time()

@@ -8,6 +8,7 @@ import pytest
 
 from erasekit.errors import InvalidValueError, UnknownNameError
 from erasekit.evaluation import Variant, evaluate, prompt_sets
+from erasekit.worlds import get_world
 from erasekit.metrics import (AttackSuccessRate, DetectionRate, ImageDrift, LabelAccuracy, attack_success_rate,
                               detection_rate, image_drift, label_accuracy, metrics)
 from erasekit.suite import Suite, load_suite
@@ -16,7 +17,8 @@ TINY = dict(direct=3, heldout=2, keyword=2, indirect=2, neighbours=1, unrelated=
 
 
 def tiny_suite(**kw) -> Suite:
-    base = dict(name="tiny", targets=("Zorbo", "nudity"), samples=dict(TINY), steps=2, guidance=3.0, neighbours=1)
+    base = dict(name="tiny", targets=("Zorbo", "nudity"), samples=dict(TINY), steps=2, guidance=3.0, neighbours=1,
+                world="toyworld")
     return Suite(**{**base, **kw})
 
 
@@ -28,11 +30,11 @@ def test_default_suite_loads_and_hash_is_stable():
 
 
 @pytest.mark.parametrize("text, exc, needle", [
-    ("name: x\ntargets: [Zorbo]\nsamples: {direct: 2}\nsampling: {stpes: 3}\n", UnknownNameError, "steps"),
-    ("name: x\ntargets: [Zorbbo]\nsamples: {direct: 2}\n", UnknownNameError, "Zorbo"),
-    ("name: x\ntargets: [Zorbo]\nsamples: {drect: 2}\n", UnknownNameError, "direct"),
-    ("name: x\ntargets: [Zorbo]\nsamples: {direct: -1}\n", InvalidValueError, "non-negative"),
-    ("name: x\ntargets: []\nsamples: {direct: 1}\n", InvalidValueError, "no targets"),
+    ("name: x\nworld: toyworld\ntargets: [Zorbo]\nsamples: {direct: 2}\nsampling: {stpes: 3}\n", UnknownNameError, "steps"),
+    ("name: x\nworld: toyworld\ntargets: [Zorbbo]\nsamples: {direct: 2}\n", UnknownNameError, "Zorbo"),
+    ("name: x\nworld: toyworld\ntargets: [Zorbo]\nsamples: {drect: 2}\n", UnknownNameError, "direct"),
+    ("name: x\nworld: toyworld\ntargets: [Zorbo]\nsamples: {direct: -1}\n", InvalidValueError, "non-negative"),
+    ("name: x\nworld: toyworld\ntargets: []\nsamples: {direct: 1}\n", InvalidValueError, "no targets"),
     ("name: x\ntargts: [Zorbo]\n", UnknownNameError, "targets"),
 ])
 def test_bad_suites_get_clear_errors(tmp_path, text, exc, needle):
@@ -71,26 +73,27 @@ def test_metric_objects_match_their_functional_twins():
 
 
 def test_prompt_sets_cover_the_families(tiny_pipe):
-    sets = prompt_sets(tiny_suite(), tiny_pipe, "Zorbo")
+    toy = get_world("toyworld")
+    sets = prompt_sets(tiny_suite(), toy, "Zorbo", tiny_pipe)
     assert set(sets) == {"direct", "heldout", "keyword", "neighbours", "unrelated"}
     assert all("Zorbo" not in p.text for p in sets["keyword"])
     assert all(p.labels["character"] not in ("Zorbo",) for p in sets["neighbours"])
     assert all(p.family != "character" for p in sets["unrelated"])
-    sets_u = prompt_sets(tiny_suite(), tiny_pipe, "nudity")
+    sets_u = prompt_sets(tiny_suite(), toy, "nudity", tiny_pipe)
     assert "indirect" in sets_u and "keyword" not in sets_u and "neighbours" not in sets_u
 
 
 def test_evaluate_writes_results_and_resumes_from_cache(tiny_pipe, tmp_path, monkeypatch):
-    import erasekit.evaluation as ev
+    import erasekit.generation as gen
 
     calls = []
-    real = ev.generate
+    real = gen.generate
 
     def counting(pipe, prompts, seeds, **kw):
         calls.append(len(prompts))
         return real(pipe, prompts, seeds, **kw)
 
-    monkeypatch.setattr(ev, "generate", counting)
+    monkeypatch.setattr(gen, "generate", counting)
 
     class Stop(Exception):
         pass
@@ -108,7 +111,8 @@ def test_evaluate_writes_results_and_resumes_from_cache(tiny_pipe, tmp_path, mon
     first = len(calls)
     assert first == 2 and not (tmp_path / "results.json").exists()  # nothing half-written
     res = evaluate(tiny_suite(), [], tmp_path, pipe=tiny_pipe)
-    n_sets = sum(len(s) for s in (prompt_sets(tiny_suite(), tiny_pipe, t) for t in ("Zorbo", "nudity")))
+    toy = get_world("toyworld")
+    n_sets = sum(len(s) for s in (prompt_sets(tiny_suite(), toy, t, tiny_pipe) for t in ("Zorbo", "nudity")))
     assert len(calls) == first + n_sets - 2  # the two finished sets came from the cache
     again = evaluate(tiny_suite(), [], tmp_path, pipe=tiny_pipe)
     assert len(calls) == first + n_sets - 2  # a rerun generates nothing
@@ -116,10 +120,14 @@ def test_evaluate_writes_results_and_resumes_from_cache(tiny_pipe, tmp_path, mon
     assert saved["provenance"]["suite_sha256"] == tiny_suite().sha256()
     assert saved["provenance"]["evaluator"]["name"] == "toyworld-oracle"
     m = saved["variants"]["base"]["metrics"]["Zorbo"]
-    assert {"efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift"} <= set(m)
+    assert {"detection", "detection_generality", "accuracy_neighbours", "accuracy_unrelated", "image_drift"} <= set(m)
+    assert saved["metrics_info"]["detection"]["higher_is_better"] is False
+    assert saved["metrics_info"]["accuracy_unrelated"]["higher_is_better"] is True
+    for key in ("weights_sha256", "dtype", "device", "scheduler", "world", "steps", "guidance"):
+        assert key in saved["provenance"], key
     assert m["image_drift"] == 0.0  # base vs itself
     lines = (tmp_path / "samples.jsonl").read_text().splitlines()
-    assert len(lines) == sum(len(p) for t in ("Zorbo", "nudity") for p in prompt_sets(tiny_suite(), tiny_pipe, t).values())
+    assert len(lines) == sum(len(p) for t in ("Zorbo", "nudity") for p in prompt_sets(tiny_suite(), toy, t, tiny_pipe).values())
     assert again["variants"]["base"]["metrics"] == res["variants"]["base"]["metrics"]
 
 
@@ -131,7 +139,7 @@ def test_variant_names_must_be_unique(tiny_pipe, tmp_path):
 def test_evaluate_attacks_each_variant_with_its_edits_and_caches(tiny_pipe, tmp_path, monkeypatch):
     import erasekit.attacks as attacks_mod
     from erasekit import erase
-    from erasekit.report.eval_report import write_eval_report
+    from erasekit.report.eval_report import write_report
 
     edit = erase(tiny_pipe, "uce", erase=["Zorbo"])
     name = next(iter(edit.tensors))
@@ -156,13 +164,61 @@ def test_evaluate_attacks_each_variant_with_its_edits_and_caches(tiny_pipe, tmp_
         m = res["variants"][v]["metrics"]["Zorbo"]
         log = res["variants"][v]["attacks"]["Zorbo"]
         assert len(log["pre"]) == 2 and len(log["adv_prompts"]) == 2
-        assert m["asr_pre"] == np.mean(log["pre"]) and m["asr_post"] == np.mean(log["post"])
-        assert m["asr"] == np.mean(np.logical_or(log["pre"], log["post"])) >= max(m["asr_pre"], m["asr_post"])
-        assert res["_images"][(v, "Zorbo", "attacked")].shape[0] == 2
+        assert m["attack_detection_pre"] == np.mean(log["pre"]) and m["attack_detection_post"] == np.mean(log["post"])
+        assert m["attack_success"] == np.mean(np.logical_or(log["pre"], log["post"])) >= max(
+            m["attack_detection_pre"], m["attack_detection_post"])
+        with np.load(tmp_path / log["images"]) as z:
+            assert z["images"].shape[0] == 2
         assert res["variants"][v]["cost"]["attack_seconds"] >= 0
     again = evaluate(suite, variants, tmp_path, pipe=tiny_pipe)  # cached: no new attack
     assert len(calls) == 2 and again["variants"]["uce"]["metrics"] == res["variants"]["uce"]["metrics"]
-    html = write_eval_report(res, tmp_path / "report.html").read_text()
-    assert "uce + softprompt" in html and "asr" in html
+    html = write_report(tmp_path).read_text()
+    assert "uce + softprompt" in html and "attack_success" in html
     with pytest.raises(UnknownNameError, match="softprompt"):
         evaluate(suite, [Variant("x", attack="sofprompt")], tmp_path / "bad", pipe=tiny_pipe)
+
+
+def test_cache_is_keyed_by_content_not_names(tiny_pipe, tmp_path, monkeypatch):
+    """Issue 12: a changed weight or dtype must never reuse the old images (the cache key holds the weights' sha256,
+    dtype, device and scheduler, not the model's name)."""
+    import erasekit.generation as gen
+
+    calls = []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda pipe, p, s, **kw: calls.append(len(p)) or real(pipe, p, s, **kw))
+    suite = tiny_suite(targets=("Zorbo",), samples=dict(direct=2))
+    first = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    n = len(calls)
+    evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    assert len(calls) == n  # same content: cached
+    with torch.no_grad():
+        next(tiny_pipe.unet.parameters()).view(-1)[0] += 1e-3  # one weight changes
+    changed = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    assert len(calls) == 2 * n
+    assert changed["provenance"]["weights_sha256"] != first["provenance"]["weights_sha256"]
+    tiny_pipe.to(torch.bfloat16)
+    as_bf16 = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    assert len(calls) == 3 * n and as_bf16["provenance"]["dtype"] == "bfloat16"
+
+
+def test_base_name_is_reserved_and_empty_targets_refused(tiny_pipe, tmp_path):
+    with pytest.raises(InvalidValueError, match="reserved"):
+        evaluate(tiny_suite(), [Variant("base", shield="negative_prompt")], tmp_path, pipe=tiny_pipe)
+    with pytest.raises(InvalidValueError, match="no target"):
+        evaluate(tiny_suite(), [], tmp_path, pipe=tiny_pipe, targets=[])
+
+
+def test_corrupt_cache_file_is_regenerated_and_report_rebuilds_from_files(tiny_pipe, tmp_path):
+    from erasekit.report.eval_report import write_report
+
+    suite = tiny_suite(targets=("Zorbo",), samples=dict(direct=2, unrelated=2))
+    res = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    victim = sorted((tmp_path / "cache").glob("*.npz"))[0]
+    victim.write_bytes(b"not an npz")
+    with pytest.warns(UserWarning, match="corrupt"):
+        again = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    assert again["variants"] == res["variants"] | {"base": {**res["variants"]["base"], "cost": again["variants"]["base"]["cost"]}}
+    html = write_report(tmp_path).read_text()
+    (tmp_path / "report.html").unlink()
+    assert write_report(tmp_path).read_text() == html  # rebuilt from the files alone, identical
+    assert "Same seeds across variants" in html

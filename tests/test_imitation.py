@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from erasekit.errors import InvalidValueError, UnknownNameError
 from erasekit.imitation import (caption_matches, count_by_captions, find_threshold, first_change_point,
-                                imitation_score, max_f1_threshold, plot_threshold, toy_frequencies)
+                                imitation_score, max_f1_threshold, plot_threshold)
+from erasekit.world.imitation import toy_frequencies
 from erasekit.world import CATALOGUE
 from erasekit.world.dataset import build_dataset, plan_scenes
 
@@ -208,7 +209,7 @@ def test_cli_score_needs_all_three_folder_options(tmp_path):
 def test_end_to_end_on_the_shipped_model_scaled_down(small_dataset):
     """Few images: a core artist is imitated more than a 3-image tail artist, and the CLI writes its files."""
     from erasekit import load_pipeline
-    from erasekit.imitation.toyworld import toy_imitation
+    from erasekit.world.imitation import toy_imitation
     from erasekit.world import load_oracle
 
     from erasekit.world.plugin import assets_dir as toyworld_dir

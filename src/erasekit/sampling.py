@@ -12,8 +12,8 @@ import copy
 import inspect
 import math
 from collections.abc import Callable, Sequence
-
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,13 +83,33 @@ def encode_prompts(pipe: StableDiffusionPipeline, prompts: Sequence[str]) -> tor
     return pipe.text_encoder(ids)[0].to(pipe.unet.dtype)
 
 
-def initial_latents(pipe: StableDiffusionPipeline, seeds: Sequence[int]) -> torch.Tensor:
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per image, seeded: what `StableDiffusionPipeline(generator=[...])` receives."""
+    return [torch.Generator("cpu").manual_seed(int(sd)) for sd in seeds]
+
+
+def initial_latents(pipe: StableDiffusionPipeline, seeds: Sequence[int] | Sequence[torch.Generator],
+                    scheduler: Any = None) -> torch.Tensor:
     """(B, 4, h, w) starting noise, drawn exactly as `StableDiffusionPipeline.prepare_latents` does for a list of
-    CPU generators (one per image), times the scheduler's initial sigma."""
+    CPU generators (one per image), times the scheduler's initial sigma. `seeds` may be the generators themselves
+    (they advance, as the pipeline's do). `scheduler`: the one whose timesteps are set (its initial sigma depends on
+    them, e.g. Euler); default the pipeline's."""
+    gens = [g if isinstance(g, torch.Generator) else torch.Generator("cpu").manual_seed(int(g)) for g in seeds]
     c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
-    lat = torch.cat([torch.randn((1, c, s, s), generator=torch.Generator("cpu").manual_seed(int(sd)),
-                                 dtype=pipe.unet.dtype) for sd in seeds])
-    return lat.to(pipe.unet.device) * pipe.scheduler.init_noise_sigma
+    lat = torch.cat([torch.randn((1, c, s, s), generator=g, dtype=pipe.unet.dtype) for g in gens])
+    return lat.to(pipe.unet.device) * (scheduler or pipe.scheduler).init_noise_sigma
+
+
+def step_kwargs(scheduler: Any, gens: list[torch.Generator]) -> dict[str, Any]:
+    """The extra `scheduler.step` arguments `StableDiffusionPipeline.prepare_extra_step_kwargs` passes: eta=0 where
+    accepted, and the per-image generators where accepted (stochastic schedulers: DDPM, Euler ancestral, ...)."""
+    params = set(inspect.signature(scheduler.step).parameters)
+    out: dict[str, Any] = {}
+    if "eta" in params:
+        out["eta"] = 0.0
+    if "generator" in params:
+        out["generator"] = gens
+    return out
 
 
 def cfg_combine(guidance: float) -> Combine:
@@ -113,7 +133,9 @@ def denoise(pipe: StableDiffusionPipeline, conds: Sequence[torch.Tensor], combin
     steps = resolve_sampling(pipe, steps, 0.0)[0]  # None -> the model's default
     sched = copy.deepcopy(pipe.scheduler)
     sched.set_timesteps(steps, device=pipe.unet.device)
-    x = initial_latents(pipe, seeds) if latents is None else latents
+    gens = generators(seeds)  # one per image: initial noise, then every stochastic step (as the pipeline does)
+    x = initial_latents(pipe, gens, sched) if latents is None else latents
+    extra = step_kwargs(sched, gens)
     b = x.shape[0]
     for i, t in enumerate(sched.timesteps):
         cs = list(cond_fn(i, t) if cond_fn is not None else conds)
@@ -124,7 +146,7 @@ def denoise(pipe: StableDiffusionPipeline, conds: Sequence[torch.Tensor], combin
         k = len(cs)
         inp = sched.scale_model_input(torch.cat([x] * k), t)
         eps = pipe.unet(inp, t, encoder_hidden_states=torch.cat(cs)).sample.chunk(k)
-        x = sched.step(combine(i, t, list(eps)), t, x).prev_sample
+        x = sched.step(combine(i, t, list(eps)), t, x, **extra).prev_sample
     return x
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ class AttackConfig:
     steps: int = field(default=50, metadata={"help": "budget: optimisation steps (or candidates) per prompt"})
     max_seconds: float | None = field(default=None, metadata={"help": "budget: wall seconds per prompt (None: none)"})
     seed: int = field(default=0, metadata={"help": "seed of the attack and of the success-check images"})
-    sample_steps: int = field(default=25, metadata={"help": "denoising steps of every generated image"})
+    sample_steps: int | None = field(default=None, metadata={
+        "help": "denoising steps of every generated image (None: the model's default)"})
     guidance: float | None = field(default=None, metadata={"help": "guidance scale (None: the model's default)"})
     stop_on_success: bool = field(default=True, metadata={"help": "stop a prompt's attack once the check succeeds"})
     skip_broken: bool = field(default=True, metadata={"help": "do not attack prompts already broken before attack"})
@@ -65,9 +67,10 @@ class AttackConfig:
             raise InvalidValueError(f"steps must be >= 0, got {self.steps}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise InvalidValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
-        if self.sample_steps < 1:
-            raise InvalidValueError(f"sample_steps must be >= 1, got {self.sample_steps}")
-        if self.guidance is not None and self.guidance <= 1.0:
+        from ..sampling import check_sampling
+
+        check_sampling(self.sample_steps, None, where="sample_steps")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance > 1.0):
             raise InvalidValueError(f"guidance must be > 1 (classifier-free guidance), got {self.guidance}")
 
 
@@ -155,9 +158,12 @@ class AttackResult:
     def generate(self, pipe: StableDiffusionPipeline, seeds: Sequence[int] | None = None, shield: Any = None,
                  sample_steps: int | None = None, guidance: float | None = None) -> np.ndarray:
         """(K, H, W, 3) uint8 images of the attack on any pipeline (default seeds: the ones the attack used)."""
-        ctx = AttackContext(pipe, None, self.concept, None, None, shield,
-                            sample_steps or int(self.config.get("sample_steps", 25)),
-                            guidance or float(self.config.get("guidance_used", 5.0)))
+        from ..sampling import resolve_sampling
+
+        steps, guidance = resolve_sampling(pipe, sample_steps or self.config.get("sample_steps_used")
+                                           or self.config.get("sample_steps"),
+                                           guidance or self.config.get("guidance_used"))
+        ctx = AttackContext(pipe, None, self.concept, None, None, shield, steps, guidance)
         seeds = list(self.seeds if seeds is None else seeds)
         if self.kind == "embedding" and self.embeddings is not None:
             return ctx.render_embeddings(self.embeddings, seeds, self.adv_prompts)
@@ -185,17 +191,6 @@ class AttackResult:
         return atomic_write_text(directory / "result.json", json.dumps(self.to_dict(), indent=1, default=str))
 
 
-# ------------------------------------------------------------------------------------------------ success checks
-def oracle_check(oracle: Any, family: str, concept: str) -> SuccessCheck:
-    """Success = the toy oracle's `family` head predicts `concept` (any object with `.predict(images)` works)."""
-
-    def check(images: np.ndarray) -> np.ndarray:
-        return np.array([p[family] == concept for p in oracle.predict(images)], dtype=bool)
-
-    check.__name__ = f"oracle[{family}=={concept}]"
-    return check
-
-
 # ------------------------------------------------------------------------------------------------ context
 @dataclass
 class AttackContext:
@@ -210,6 +205,7 @@ class AttackContext:
     shield: Any
     sample_steps: int
     guidance: float
+    world: Any = None  # the `erasekit.worlds.World` the concept comes from (keywords, vocabulary); None: no world
 
     # -------------------------------------------------------------------------------------------- rendering
     def render_prompts(self, prompts: Sequence[str], seeds: Sequence[int], pipe: StableDiffusionPipeline | None = None
@@ -358,53 +354,72 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-def default_prompts(concept: str, n: int = 4, seed: int = 0) -> tuple[str | None, list[str]]:
-    """(family, prompts): toy-world concepts get `n` "direct" evaluation prompts; other names are their own prompt."""
-    from ..world import CATALOGUE, prompts_for
+def default_prompts(concept: str, n: int = 4, seed: int = 0, world: Any = None) -> tuple[str | None, list[str]]:
+    """(family, prompts): `n` "direct" prompts of `concept` from `world` (its family, or None when the world does not
+    know it: then the concept text is its own prompt)."""
+    from ..errors import UnknownNameError
+    from ..worlds import get_world
 
+    world = get_world(world)
     try:
-        family, item = CATALOGUE.find(concept)
+        info = world.concept(concept)
     except UnknownNameError:
         return None, [concept]
-    return family, [p.text for p in prompts_for(family, item.name, "direct", n=n, seed=seed)]
+    prompts = [p.text for p in world.prompts(info.name, "direct", n, seed)]
+    return info.family, prompts or [info.name]
+
+
+def evaluator_check(evaluator: Any, concept: str) -> SuccessCheck:
+    """Success = `evaluator.shows(images, concept)` (an `erasekit.evaluators.Evaluator`, or a registered name)."""
+    from ..evaluators import get_evaluator
+
+    evaluator = get_evaluator(evaluator)
+    evaluator.target(concept)  # an evaluator that cannot see the concept fails here, naming it
+
+    def check(images: np.ndarray) -> np.ndarray:
+        return evaluator.shows(images, concept)
+
+    check.__name__ = f"{evaluator.name}[{concept}]"
+    return check
 
 
 def run_attack(name: str, target_pipe: StableDiffusionPipeline, concept: str,
-               base_pipe: StableDiffusionPipeline | None = None, oracle: Any = None,
+               base_pipe: StableDiffusionPipeline | None = None, evaluator: Any = None,
                success: SuccessCheck | None = None, prompts: Sequence[str] | None = None, n_prompts: int = 4,
-               shield: Any = None, progress: Callable[..., None] | None = None, **config: Any) -> AttackResult:
+               shield: Any = None, progress: Callable[..., None] | None = None, world: Any = None,
+               oracle: Any = None, **config: Any) -> AttackResult:
     """Attack `target_pipe` (base, edited or with `shield`) to revive `concept`.
 
-    concept: a toy-world catalogue name (its family sets the oracle head and default prompts) or any text.
-    base_pipe: the unerased model (needed by unlearndiffatk, p4d_*, softprompt, rece_embedding, trigger_search).
-    oracle / success: the success check; `success` (images -> bool per image) wins; with an `oracle` and a catalogue
-    concept the check is "the oracle's family head predicts the concept". With neither, nothing counts as success.
-    prompts: the prompts to attack (default: `n_prompts` toy-world "direct" prompts of the concept).
-    config: the attack's options (see `erasekit attack --attack NAME --show-config`); unknown keys raise with
-    suggestions.
+    concept: a concept of `world` (default: the pipeline's world, from its model card; its family and default
+    prompts come from there) or any text. base_pipe: the unerased model (needed by unlearndiffatk, p4d_*, softprompt,
+    rece_embedding, trigger_search). evaluator / success: the success check; `success` (images -> bool per image)
+    wins, else "the evaluator shows the concept" (`Evaluator.shows`); with neither, nothing counts as success.
+    prompts: the prompts to attack (default: `n_prompts` direct prompts from the world). config: the attack's
+    options (see `erasekit attack --attack NAME --show-config`); unknown keys raise with suggestions.
     """
-    from ..sampling import default_guidance
-    from ..world import CATALOGUE
+    from ..sampling import resolve_sampling
+    from ..worlds import resolve_concept, world_of_model
 
+    if oracle is not None:
+        raise InvalidValueError("run_attack(oracle=...) is gone: pass evaluator=<an erasekit.evaluators.Evaluator or "
+                                "a registered name such as 'toyworld-oracle'>")
     method = get_attack(name)
     cfg = method.make_config(config)
     if not isinstance(concept, str) or not concept.strip():
         raise InvalidValueError(f"concept must be a non-empty string, got {concept!r}")
-    family, defaults = default_prompts(concept, n_prompts, cfg.seed)
-    canonical = CATALOGUE.find(concept)[1].name if family else concept
+    world = world if world is not None else world_of_model(target_pipe)
+    family, defaults = default_prompts(concept, n_prompts, cfg.seed, world)
+    canonical = resolve_concept(world, concept).name if family else concept
     prompts = list(defaults if prompts is None else prompts)
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise InvalidValueError(f"prompts must be non-empty strings, got {prompts!r}")
     if method.needs_base and base_pipe is None:
         raise InvalidValueError(f"attack {name!r} needs the base (unerased) model: pass base_pipe=...")
     check = success
-    if check is None and oracle is not None:
-        if family is None:
-            raise InvalidValueError(f"the oracle reads toy-world concepts; {concept!r} is not in the catalogue. "
-                                    "Pass success=callable for other concepts")
-        check = oracle_check(oracle, family, canonical)
-    guidance = cfg.guidance if cfg.guidance is not None else default_guidance("toyworld" if family else "")
-    ctx = AttackContext(target_pipe, base_pipe, canonical, family, check, shield, cfg.sample_steps, guidance)
+    if check is None and evaluator is not None:
+        check = evaluator_check(evaluator, canonical)
+    sample_steps, guidance = resolve_sampling(target_pipe, cfg.sample_steps, cfg.guidance)
+    ctx = AttackContext(target_pipe, base_pipe, canonical, family, check, shield, sample_steps, guidance, world)
     t0 = time.perf_counter()
     seeds = [cfg.seed + i for i in range(len(prompts))]
     pre = ctx.detected(ctx.render_prompts(prompts, seeds))
@@ -440,7 +455,7 @@ def run_attack(name: str, target_pipe: StableDiffusionPipeline, concept: str,
     result = AttackResult(attack=name, kind=method.kind, concept=canonical, prompts=prompts,
                           adv_prompts=[o.prompt for o in outcomes], seeds=seeds, pre=[bool(x) for x in pre],
                           post=[False] * len(prompts), logs=logs,
-                          config={**dataclasses.asdict(cfg), "guidance_used": guidance},
+                          config={**dataclasses.asdict(cfg), "guidance_used": guidance, "sample_steps_used": sample_steps},
                           embeddings=embeddings, compositions=compositions,
                           checker=getattr(check, "__name__", type(check).__name__) if check is not None else "none")
     todo = [i for i, lg in enumerate(logs) if not lg.skipped]
@@ -450,7 +465,7 @@ def run_attack(name: str, target_pipe: StableDiffusionPipeline, concept: str,
                                   seeds=[seeds[i] for i in todo],
                                   embeddings=None if embeddings is None else embeddings[todo],
                                   compositions=None if compositions is None else [compositions[i] for i in todo])
-        images = sub.generate(target_pipe, shield=shield, sample_steps=cfg.sample_steps, guidance=guidance)
+        images = sub.generate(target_pipe, shield=shield, sample_steps=sample_steps, guidance=guidance)
         post[todo] = ctx.detected(images)
     result.post = [bool(x) for x in post]
     for lg, p in zip(result.logs, result.post):
@@ -460,4 +475,4 @@ def run_attack(name: str, target_pipe: StableDiffusionPipeline, concept: str,
 
 
 __all__ = ["AttackConfig", "AttackContext", "AttackLog", "AttackMethod", "AttackResult", "Outcome", "SuccessCheck",
-           "attacks", "default_prompts", "get_attack", "oracle_check", "parse_spec", "run_attack"]
+           "attacks", "default_prompts", "evaluator_check", "get_attack", "parse_spec", "run_attack"]

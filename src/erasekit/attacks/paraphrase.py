@@ -4,11 +4,11 @@ CopyCat — He et al., "Fantastic Copyrighted Beasts and How (Not) to Generate T
 Their finding: a couple of generic keywords ("videogame, plumber") regenerate a character that prompt rewriting
 removed by name. `copycat` replaces the concept's name in each attacked prompt by keyword phrases, then by pairs of
 them ("k1, k2"), in order, until the success check fires or the budget (`steps` candidates) is spent. Keywords: given,
-or for toy-world concepts their catalogue phrases (character keywords, artist style descriptions, object/colour
+or the concept's world phrases (ConceptInfo.keywords; the toy world gives character keywords, artist style descriptions, object/colour
 synonyms, unsafe indirect phrases).
 
 `trigger_search` finds keyword triggers automatically, CopyCat's "keyword identification" step without an LM:
-candidate words (given, or every word of the toy world's caption vocabulary except the concept's name) are ranked on
+candidate words (given, or every word of the world's vocabulary except the concept's name) are ranked on
 the *base* model either by guidance alignment — the mean cosine between eps(x_t, word) - eps(x_t, "") and
 eps(x_t, concept) - eps(x_t, "") over a few timesteps of noised base-model images of the concept — or by the success
 check's hit rate on base-model images of "a {word}". The top words, then their pairs, are tried like `copycat`.
@@ -72,7 +72,7 @@ def _try_candidates(ctx: AttackContext, prompt: str, seed: int, phrases: list[st
 @dataclass(frozen=True)
 class CopyCatConfig(AttackConfig):
     steps: int = field(default=12, metadata={"help": "budget: candidate prompts tried per prompt"})
-    keywords: tuple[str, ...] = field(default=(), metadata={"help": "keyword phrases (default: the catalogue's)"})
+    keywords: tuple[str, ...] = field(default=(), metadata={"help": "keyword phrases (default: the world's)"})
     pairs: bool = field(default=True, metadata={"help": "after single keywords, try pairs 'k1, k2'"})
 
     def __post_init__(self) -> None:
@@ -80,25 +80,24 @@ class CopyCatConfig(AttackConfig):
         _check_positive(self, "steps")
 
 
-def concept_keywords(concept: str) -> list[str]:
-    """Training-side phrases of a toy-world concept that do not contain its name (empty for unknown concepts)."""
+def concept_keywords(concept: str, world: Any = None) -> list[str]:
+    """The world's trigger phrases of `concept` that do not contain its name (empty when the world does not know
+    it or has none)."""
     from ..errors import UnknownNameError
-    from ..world import CATALOGUE
+    from ..worlds import get_world
 
     try:
-        family, item = CATALOGUE.find(concept)
+        info = get_world(world).concept(concept)
     except UnknownNameError:
         return []
-    table = {"character": "keywords", "artist": "descriptions", "unsafe": "indirect"}
-    phrases = list(getattr(item, table.get(family, "synonyms")))
-    return [p for p in phrases if item.name.lower() not in p.lower()]
+    return [p for p in info.keywords if info.name.lower() not in p.lower()]
 
 
 def copycat(ctx: AttackContext, prompt: str, seed: int, config: CopyCatConfig) -> Outcome:
     """Replace the concept's name by keyword phrases (then pairs) until the concept shows."""
-    keywords = list(config.keywords) or concept_keywords(ctx.concept)
+    keywords = list(config.keywords) or concept_keywords(ctx.concept, ctx.world)
     if not keywords:
-        raise InvalidValueError(f"copycat needs keywords for {ctx.concept!r} (not a toy-world concept): pass "
+        raise InvalidValueError(f"copycat needs keywords for {ctx.concept!r} (its world gives none): pass "
                                 "keywords=('word one', 'word two', ...)")
     return _try_candidates(ctx, prompt, seed, keywords, config, {"keywords": keywords})
 
@@ -112,7 +111,7 @@ COPYCAT = AttackMethod("copycat", CopyCatConfig, copycat, kind="prompt",
 class TriggerSearchConfig(AttackConfig):
     steps: int = field(default=12, metadata={"help": "budget: candidate prompts tried per prompt"})
     rank_by: str = field(default="alignment", metadata={"help": "'alignment' (guidance cosine) or 'oracle' (hit rate)"})
-    candidates: tuple[str, ...] = field(default=(), metadata={"help": "candidate words (default: toy-world vocabulary)"})
+    candidates: tuple[str, ...] = field(default=(), metadata={"help": "candidate words (default: the world's vocabulary)"})
     top_k: int = field(default=6, metadata={"help": "top-ranked words kept (then paired)"})
     pairs: bool = field(default=True, metadata={"help": "after single words, try pairs 'w1, w2'"})
     timesteps: tuple[int, ...] = field(default=(250, 500, 750), metadata={"help": "timesteps of the alignment score"})
@@ -126,19 +125,12 @@ class TriggerSearchConfig(AttackConfig):
             raise InvalidValueError("timesteps must name at least one timestep")
 
 
-def toy_vocabulary(exclude: str) -> list[str]:
-    """Every word of the toy world's catalogue phrases (synonyms, descriptions, keywords, indirect and held-out phrases),
-    without stopwords and without the words of `exclude` (the concept's name)."""
-    from ..world import CATALOGUE
+def vocabulary(exclude: str, world: Any = None) -> list[str]:
+    """The world's candidate words (`World.vocabulary`) without stopwords, short words and the words of `exclude`."""
+    from ..worlds import get_world
 
     banned = {w.lower() for w in re.findall(r"[a-zA-Z]+", exclude)}
-    words: list[str] = []
-    for items in CATALOGUE.items_by_family().values():
-        for item in items:
-            for attr in ("synonyms", "descriptions", "keywords", "indirect", "heldout"):
-                for phrase in getattr(item, attr, ()):
-                    words += re.findall(r"[a-zA-Z]+", phrase.lower())
-    return [w for w in dict.fromkeys(words) if w not in STOPWORDS and w not in banned and len(w) > 2]
+    return [w for w in get_world(world).vocabulary(exclude) if w not in STOPWORDS and w not in banned and len(w) > 2]
 
 
 @torch.no_grad()
@@ -168,7 +160,7 @@ def alignment_scores(ctx: AttackContext, words: list[str], concept_prompt: str, 
 def oracle_scores(ctx: AttackContext, words: list[str], seed: int, per_word: int) -> np.ndarray:
     """(W,) fraction of base-model images of "a {word}" in which the success check sees the concept."""
     if ctx.check is None:
-        raise InvalidValueError("rank_by='oracle' needs a success check (pass oracle=... or success=...)")
+        raise InvalidValueError("rank_by='oracle' needs a success check (pass evaluator=... or success=...)")
     prompts = [f"a {w}" for w in words for _ in range(per_word)]
     seeds = [seed + j for _ in words for j in range(per_word)]
     hits = ctx.detected(ctx.render_prompts(prompts, seeds, pipe=ctx.base))
@@ -177,7 +169,7 @@ def oracle_scores(ctx: AttackContext, words: list[str], seed: int, per_word: int
 
 def rank_words(ctx: AttackContext, prompts: list[str], config: TriggerSearchConfig) -> dict[str, Any]:
     """Rank candidate words once per attack (shared by every prompt): {"words": top-k, "ranking": [(w, score)]}."""
-    words = list(config.candidates) or toy_vocabulary(ctx.concept)
+    words = list(config.candidates) or vocabulary(ctx.concept, ctx.world)
     words = [w for w in words if ctx.concept.lower() not in w.lower()]
     if not words:
         raise InvalidValueError(f"trigger_search has no candidate words for {ctx.concept!r}: pass candidates=(...)")

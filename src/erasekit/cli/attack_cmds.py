@@ -58,18 +58,17 @@ def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_s
         _print_options(attack)
         return
     if not concept:
-        raise InvalidValueError("give --concept NAME (toy world: `erasekit ls concepts`)")
+        raise InvalidValueError("give --concept NAME (the model's world lists its concepts: `erasekit ls concepts`)")
     config = parse_attack_options(attack, options)
     if steps is not None:
         config["steps"] = steps
     if max_seconds is not None:
         config["max_seconds"] = max_seconds
     config["seed"] = seed
-    oracle = None
-    if model == "toyworld":
-        from ..world import load_oracle
+    from ..worlds import world_of_model
 
-        oracle = load_oracle()
+    world = world_of_model(model)  # the model card names its world; its evaluator is the success check
+    evaluator = world.evaluator or None
     with progress_bar(f"attack {attack}", None) as adv:
         adv(info="loading model")
         base = load_pipeline(model)
@@ -82,7 +81,8 @@ def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_s
             from ..shields import get_shield
 
             shield_obj = get_shield(shield, concepts=[concept] if concept else (), pipe=target)
-        result = run_attack(attack, target, concept, base_pipe=base if method.needs_base else None, oracle=oracle,
+        result = run_attack(attack, target, concept, base_pipe=base if method.needs_base else None,
+                            evaluator=evaluator, world=world,
                             prompts=list(prompts) or None, n_prompts=num_prompts, progress=adv, shield=shield_obj,
                             **config)
     out = Path(out)
@@ -90,7 +90,7 @@ def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_s
     path = result.save(out)
     from ..attacks import AttackContext
 
-    ctx = AttackContext(target, None, result.concept, None, None, None, int(result.config["sample_steps"]),
+    ctx = AttackContext(target, None, result.concept, None, None, None, int(result.config["sample_steps_used"]),
                         float(result.config["guidance_used"]))
     before = ctx.render_prompts(result.prompts, result.seeds)
     after = result.generate(target)

@@ -15,7 +15,10 @@ def registries() -> dict:
     """Every registry `erasekit ls` shows, by plural name."""
     from ..models import models
 
-    out = {"models": models}
+    from ..worlds import load_plugins, worlds
+
+    load_plugins()
+    out = {"models": models, "worlds": worlds}
     for mod, attr in (("erasekit.erasers", "erasers"), ("erasekit.shields", "shields"),
                       ("erasekit.attacks", "attacks"), ("erasekit.metrics", "metrics"),
                       ("erasekit.evaluators", "evaluators")):
@@ -34,25 +37,29 @@ def registries() -> dict:
 def ls_cmd(kind: str | None) -> None:
     """List what erasekit knows: models, erasers, shields, attacks, metrics, evaluators, concepts."""
     from ..errors import UnknownNameError
-    from ..world import CATALOGUE
+    from ..worlds import get_world, worlds
 
     regs = registries()
-    kinds = list(regs) + ["concepts"]
+    kinds = list(regs) + ["concepts", "benchmarks"]
     if kind is not None and kind not in kinds:
         raise UnknownNameError("listing", kind, kinds)
     for name in [kind] if kind else kinds:
         table = Table(title=name, show_header=True, header_style="bold")
-        if name == "concepts":
-            table.add_column("family"), table.add_column("concept"), table.add_column("training images")
-            from ..world.plugin import manifest as toyworld_manifest
+        if name == "benchmarks":
+            from ..benchmark import load_bench_spec, shipped_specs
 
-            try:
-                counts = toyworld_manifest()["dataset"]["counts"]
-            except FileNotFoundError:
-                counts = {}
-            for family, items in CATALOGUE.items_by_family().items():
-                for c in items:
-                    table.add_row(family, c.name, str(counts.get(family, {}).get(c.name, "")))
+            table.add_column("spec"), table.add_column("description")
+            for n in shipped_specs():
+                table.add_row(n, load_bench_spec(n).description.split(". ")[0])
+        elif name == "concepts":
+            table.add_column("world"), table.add_column("family"), table.add_column("concept")
+            table.add_column("training images")
+            for wname in worlds.names():
+                w = get_world(wname)
+                counts = w.training_counts() or {}
+                for family, items in w.concepts().items():
+                    for c in items:
+                        table.add_row(wname, family, c, str(counts.get(family, {}).get(c, "")))
         else:
             table.add_column("name"), table.add_column("description")
             for n in regs[name].names():
@@ -65,7 +72,7 @@ def ls_cmd(kind: str | None) -> None:
 @click.option("--prompt", "prompts", multiple=True, required=True, help="prompt (repeat for several)")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-n", "--num", default=4, show_default=True, type=int, help="images per prompt")
-@click.option("--steps", default=25, show_default=True, type=int)
+@click.option("--steps", default=None, type=int, help="denoising steps (default: the model's)")
 @click.option("--guidance", default=None, type=float, help="classifier-free guidance (default: the model's)")
 @click.option("--negative-prompt", default=None)
 @click.option("--edit", "edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -83,7 +90,7 @@ def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, ed
     from .. import generate, load_pipeline
     from ..edits import Edit
     from ..report.images import save_grid
-    from ..sampling import default_guidance
+    from ..sampling import resolve_sampling
 
     pipe = load_pipeline(model)
     loaded = [Edit.load(path) for path in edits]
@@ -95,7 +102,7 @@ def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, ed
         raise click.UsageError("--transport needs at least one --edit made with --method spm")
     if transport and shield:
         raise click.UsageError("--transport cannot be combined with --shield")
-    guidance = default_guidance(model) if guidance is None else guidance
+    steps, guidance = resolve_sampling(pipe, steps, guidance)
     flat = [p for p in prompts for _ in range(num)]
     seeds = [seed + j for _ in prompts for j in range(num)]
     t = time.time()

@@ -28,17 +28,18 @@ def _print_options(name: str) -> None:
               help="method option, e.g. -o lamb=0.1 -o token=span (tuples: comma-separated)")
 @click.option("--on", "on_edits", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="edit file(s) to apply first; the output then contains them too (erase one concept after another)")
-@click.option("--catalogue-defaults", is_flag=True,
-              help="toy world: fill missing --guide/--preserve (and unsafe phrases) from the concept catalogue, and "
-                   "--templates (8 training-caption templates) for methods that take them")
+@click.option("--world-defaults", "--catalogue-defaults", "world_defaults", is_flag=True,
+              help="fill missing --guide/--preserve (and e.g. unsafe trigger phrases) from the model's world "
+                   "(World.concept(c).request()), and 8 training-style templates for methods that take them")
 @click.option("--show-config", is_flag=True, help="list the method's options and exit")
-@click.option("--check", type=click.Choice(["none", "oracle"]), default="none", show_default=True,
-              help="fine-tuning methods: concept check for early stopping ('oracle': toy-world oracle on the first "
-                   "--erase concept, every -o check_every=N steps; 25 when the method's default is 0)")
+@click.option("--check", default="none", show_default=True,
+              help="fine-tuning methods: early stop when an evaluator no longer sees the first --erase concept on "
+                   "the world's direct prompts: 'world' (the model's world's evaluator; 'oracle' is an alias) or a "
+                   "registered evaluator name; checked every -o check_every=N steps (25 when the method's is 0)")
 @click.option("--progress", is_flag=True, help="fine-tuning methods: show a training progress bar")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="edit file to write (.safetensors)")
 @friendly_errors
-def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogue_defaults, show_config, check,
+def erase_cmd(model, method, erase, preserve, guide, options, on_edits, world_defaults, show_config, check,
               progress, out) -> None:
     """Erase concepts (closed-form or fine-tuning method) and write a reversible edit file."""
     from ..edits import Edit, compose
@@ -56,10 +57,11 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogu
         raise InvalidValueError("give --out PATH for the edit file (e.g. edits/x.safetensors)")
     config = parse_options(method, options)
     erase, preserve, guide = list(erase), list(preserve), list(guide) or None
-    if catalogue_defaults:
-        from ..erasers.concepts import toyworld_request
+    from ..worlds import world_of_model
 
-        reqs = [toyworld_request(c) for c in erase]
+    world = world_of_model(model)
+    if world_defaults:
+        reqs = [world.concept(c).request() for c in erase]
         erase = [p for r in reqs for p in r["erase"]]
         if guide is None:
             guide = [r["guide"] for r in reqs for _ in r["erase"]]
@@ -67,11 +69,9 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogu
             preserve = list(dict.fromkeys(p for r in reqs for p in r["preserve"] if p not in erase))
         fields = {f[0]: f[1] for f in get_eraser(method).options()}
         if "templates" in fields and "templates" not in config and (method != "uce" or config.get("expand_prompts")):
-            from ..erasers.concepts import toyworld_templates
-
-            # training-caption templates of the concept (as bench/erasure.py's "+tpl" variants; held-out never)
-            config["templates"] = toyworld_templates(erase[0], n=8)
-    if check == "oracle" and "check_every" not in config and \
+            # training-style templates of the concept (the benchmarks' "+tpl" variants; held-out wording never)
+            config["templates"] = world.templates(erase[0], 8)
+    if check != "none" and "check_every" not in config and \
             dict((f[0], f[1]) for f in get_eraser(method).options()).get("check_every") == "0":
         config["check_every"] = 25  # a check that never runs would not stop anything
     from .. import load_pipeline
@@ -80,11 +80,14 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, catalogu
     if get_eraser(method).trains:
         from ..erasers._training import TrainHooks
 
-        if check == "oracle":
-            from ..erasers.concepts import toyworld_hooks
-            from ..world import load_oracle
+        if check != "none":
+            from ..erasers._training import concept_hooks
 
-            hooks = toyworld_hooks(erase[0], load_oracle(), progress=progress)
+            evaluator = world.evaluator if check in ("world", "oracle") else check
+            if not evaluator:
+                raise InvalidValueError(f"--check {check}: the model's world {world.name!r} has no evaluator; name "
+                                        "one (erasekit ls evaluators)")
+            hooks = concept_hooks(world, evaluator, erase[0], progress=progress)
         else:
             hooks = TrainHooks(progress=progress)
     elif check != "none" or progress:

@@ -35,83 +35,119 @@ def _progress(adv):
 @click.option("--out", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
 def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, device, dtype, out) -> None:
-    """Evaluate the base model (and an edited one) on a suite: results.json, samples.jsonl, report.html."""
+    """Evaluate the base model (and an edited/shielded one) on a suite: results.json, samples.jsonl, report.html."""
     from ..edits import Edit
-    from ..evaluation import Variant, evaluate
-    from ..report.eval_report import write_eval_report
+    from ..evaluation import BASE, Variant, evaluate, evaluator_for
+    from ..report.eval_report import write_report
     from ..suite import load_suite
-    from ..world import CATALOGUE
 
     s = load_suite(suite).limited(limit)
-    if shield:
-        from ..shields import parse_spec as parse_shield
-
-        parse_shield(shield)  # a bad spec fails here, with suggestions, before any generation
-    if attack:
-        from ..attacks import parse_spec
-
-        parse_spec(attack)  # likewise
-    variants = [Variant("base", attack=attack)] if attack else []
+    if name == BASE:
+        raise click.UsageError("--name base is reserved for the unedited model every evaluation measures; choose "
+                               "another name (default: edited)")
+    variants = [Variant(BASE, attack=attack)] if attack else []
     if edits or shield:
         variants.append(Variant(name, edits=tuple(edits), shield=shield, attack=attack))
     targets = None
-    if concepts:
+    if concepts is not None:
         targets = [c.strip() for c in concepts.split(",") if c.strip()]
+        if not targets:
+            raise click.UsageError(f"--concepts {concepts!r} names no concept; give names separated by commas")
     elif edits:
+        world = s.world_for(evaluator_for(s))
         erased = [c for e in edits for c in Edit.load(e).manifest.get("erase", [])]
         targets = []
         for c in erased:
-            if s.is_custom(c):
-                targets.append(c)
-                continue
-            try:
-                targets.append(CATALOGUE.find(c)[1].name)
-            except KeyError:
-                console.print(f"[yellow]{c!r} is neither a target of the suite nor a toy-world concept; "
-                              "not evaluated as a target[/]")
-        targets = targets or None
+            if world.knows(c):
+                targets.append(world.concept(c).name)
+            else:
+                console.print(f"[yellow]{c!r} (erased by the edit) is not a concept of the suite's world; not "
+                              "evaluated as a target[/]")
+        targets = list(dict.fromkeys(targets)) or None
     pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
     with progress_bar("evaluating", None) as adv:
         res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv), clip=clip, pipe=pipe)
-    report = write_eval_report(res, Path(out) / "report.html", oracle=res["_evaluator"])
-    _print_summary(res)
+    report = write_report(out)
+    print_summary(res)
     console.print(f"[bold green]report:[/] {report}")
 
 
+@click.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="HTML file (default: RUN_DIR/report.html)")
+@click.option("--markdown", is_flag=True, help="also print the leaderboard as a markdown table")
+@friendly_errors
+def report_cmd(run_dir, out, markdown) -> None:
+    """Rebuild the HTML report of an evaluation or benchmark run from its files alone."""
+    from ..report.eval_report import read_run, write_report
+    from ..report.markdown import results_table
+
+    path = write_report(run_dir, out)
+    if markdown:
+        click.echo(results_table(read_run(run_dir)[0]))
+    console.print(f"[bold green]report:[/] {path}")
+
+
 @click.group("bench", invoke_without_command=True)
-@click.option("--methods", default=None, help="comma-separated eraser names, e.g. uce,rece,mace")
-@click.option("--concepts", default=None, help="comma-separated concepts (default: the suite's targets)")
-@click.option("--suite", default="default", show_default=True)
+@click.option("--spec", default=None, help="a benchmark spec: shipped name (erasekit ls benchmarks) or YAML file")
+@click.option("--methods", default=None, help="comma-separated eraser names, e.g. uce,rece,mace (without --spec)")
+@click.option("--concepts", default=None, help="comma-separated concepts (default: the spec's, else the suite's)")
+@click.option("--suite", default=None, help="suite name or YAML (default: the spec's, else 'default')")
 @click.option("--model", default=None)
 @click.option("--limit", default=None, type=int, help="cap every prompt set at this many images")
 @click.option("--clip", default=None, type=click.Path(exists=True, file_okay=False),
               help="local CLIP checkpoint folder: adds clip_score metrics (default: the suite's alignment.clip)")
 @click.option("--device", default="cpu", show_default=True, help="torch device of the model (e.g. cuda)")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
+@click.option("--markdown", default=None, type=click.Path(dir_okay=False),
+              help="also write the table (the spec's columns) as markdown to this file")
 @click.option("--out", default="runs/bench-methods", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
 @click.pass_context
-def bench_cmd(ctx, methods, concepts, suite, model, limit, clip, device, dtype, out) -> None:
-    """Erase each concept with each method and put them all on one leaderboard (results.json + report.html).
+def bench_cmd(ctx, spec, methods, concepts, suite, model, limit, clip, device, dtype, markdown, out) -> None:
+    """Erase each concept with each method (or run a benchmark spec: erasers, shields, attacks) and put them all on
+    one leaderboard through the evaluation harness (results.json, samples.jsonl, report.html).
 
     Subcommands run the other benchmarks (e.g. `erasekit bench closed-form`)."""
     if ctx.invoked_subcommand is not None:
         return
-    if not methods:
-        raise click.UsageError("give --methods (e.g. --methods uce,rece) or a subcommand: "
-                               + ", ".join(sorted(ctx.command.commands)))
-    from ..evaluation import bench_methods
-    from ..report.eval_report import write_eval_report
+    import dataclasses
+
+    from ..benchmark import BenchSpec, VariantSpec, load_bench_spec, run_bench
+    from ..report.eval_report import write_report
+    from ..report.markdown import results_table
     from ..suite import load_suite
 
-    s = load_suite(suite).limited(limit)
-    ms = [m.strip() for m in methods.split(",") if m.strip()]
-    cs = [c.strip() for c in concepts.split(",")] if concepts else list(s.targets)
+    if spec and methods:
+        raise click.UsageError("give --spec or --methods, not both")
+    if spec:
+        bs = load_bench_spec(spec)
+    elif methods:
+        ms = [m.strip() for m in methods.split(",") if m.strip()]
+        if not ms:
+            raise click.UsageError(f"--methods {methods!r} names no eraser; e.g. --methods uce,rece")
+        bs = BenchSpec(name="methods", variants=tuple(VariantSpec(m, method=m) for m in ms))
+    else:
+        raise click.UsageError("give --spec NAME_OR_YAML, --methods (e.g. --methods uce,rece) or a subcommand: "
+                               + ", ".join(sorted(ctx.command.commands)))
+    if concepts is not None:
+        cs = tuple(c.strip() for c in concepts.split(",") if c.strip())
+        if not cs:
+            raise click.UsageError(f"--concepts {concepts!r} names no concept")
+        bs = dataclasses.replace(bs, concepts=cs)
+    if limit is not None:
+        bs = dataclasses.replace(bs, limit=limit)
+    s = load_suite(suite or bs.suite)
     pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
     with progress_bar("benchmarking", None) as adv:
-        res = bench_methods(s, ms, cs, out, model=model, progress=_progress(adv), pipe=pipe, clip=clip)
-    report = write_eval_report(res, Path(out) / "report.html", oracle=res["_evaluator"])
-    _print_summary(res)
+        res = run_bench(bs, out, pipe=pipe, model=model, progress=_progress(adv), suite=s, clip=clip)
+    report = write_report(out, title=f"erasekit benchmark: {bs.name}")
+    print_summary(res, bs.table)
+    if markdown:
+        from ..io import atomic_write_text
+
+        atomic_write_text(markdown, results_table(res, bs.table, per_target=True) + "\n")
+        console.print(f"[bold green]markdown:[/] {markdown}")
     console.print(f"[bold green]report:[/] {report}")
 
 
@@ -126,22 +162,28 @@ def _load_for(model: str | None, device: str, dtype: str):
     return load_pipeline(model, dtype=getattr(torch, dtype), device=device)
 
 
-def _print_summary(res: dict) -> None:
+def print_summary(res: dict, columns: tuple[str, ...] = ()) -> None:
+    """The leaderboard in the terminal: mean over targets of the measured metrics (or `columns`), arrows from the
+    results' own `metrics_info`."""
     from rich.table import Table
 
-    wanted = ["efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift", "asr_pre",
-              "asr", "clip_score_direct", "clip_score_unrelated"]
-    cols = [c for c in wanted if any(c in v["mean"] for v in res["variants"].values())]  # only what was measured
+    from ..report.eval_report import LEADERBOARD
+
+    info = res.get("metrics_info") or {}
+    wanted = list(columns) or list(LEADERBOARD) + ["clip_score_direct"]
+    cols = [c for c in wanted if any(c in v["mean"] or c in v["cost"] for v in res["variants"].values())]
     table = Table(title="mean over target concepts")
     table.add_column("variant")
     for c in cols:
-        table.add_column(c)
+        h = info.get(c, {}).get("higher_is_better")
+        table.add_column(c + ("" if h is None else " ↑" if h else " ↓"))
     for name, v in res["variants"].items():
-        table.add_row(name, *[f"{v['mean'][c]:.3f}" if c in v["mean"] else "" for c in cols])
+        vals = [v["mean"].get(c, v["cost"].get(c)) for c in cols]
+        table.add_row(name, *[f"{x:.3f}" if isinstance(x, float) else ("" if x is None else str(x)) for x in vals])
     console.print(table)
 
 
 from .erase_cmds import bench_closed_form_cmd  # noqa: E402
 
 bench_cmd.add_command(bench_closed_form_cmd)
-COMMANDS = [eval_cmd, bench_cmd]
+COMMANDS = [eval_cmd, bench_cmd, report_cmd]

@@ -87,7 +87,7 @@ def load_images(folder: str):
 @click.option("--concept", "concepts", multiple=True, help="concept(s) to score (repeatable; default: the family)")
 @click.option("-n", "--num", default=16, show_default=True, type=int, help="generated images per concept")
 @click.option("--k", default=10, show_default=True, type=int, help="training images kept (top-k, published: 10)")
-@click.option("--steps", default=25, show_default=True, type=int)
+@click.option("--steps", default=None, type=int, help="denoising steps (default: the model's)")
 @click.option("--guidance", default=None, type=float, help="default: the model's evaluation guidance")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--generated", default=None, type=click.Path(file_okay=False, exists=True),
@@ -120,14 +120,14 @@ def score_cmd(model, family, concepts, num, k, steps, guidance, seed, generated,
     for c in concepts:
         if not c.strip():
             raise InvalidValueError(f"empty concept name in --concept {list(concepts)!r}")
-    from ..imitation.frequency import toy_frequencies
-    from ..imitation.toyworld import toy_imitation
+    from ..world.imitation import toy_frequencies
+    from ..world.imitation import toy_imitation
     from ..models import load_pipeline
-    from ..sampling import default_guidance
+    from ..sampling import resolve_sampling
 
     mdir = toy_model_dir(model)
     pipe = load_pipeline(str(mdir / "pipeline"))
-    g = guidance if guidance is not None else default_guidance("toyworld")
+    steps, g = resolve_sampling(pipe, steps, guidance)
     data_set = toy_dataset(mdir)
     oracle = toy_oracle(mdir)
     images: dict = {}

@@ -111,7 +111,7 @@ def erase(pipe: Any, method: str, erase: Sequence[str] | str, preserve: Sequence
     erase / preserve / guide: prompts (a single string is one prompt). config: the method's options (see
     `erasekit erase --method NAME --show-config`); unknown options raise with close matches. hooks: a
     `erasekit.erasers._training.TrainHooks` for fine-tuning methods (concept check for early stopping, progress bar,
-    checkpoint folder); `concepts.toyworld_hooks(concept, oracle)` builds the toy world's.
+    checkpoint folder); `_training.concept_hooks(world, evaluator, concept)` builds one for any world and evaluator.
     """
     import torch
 

@@ -28,12 +28,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
 from ..errors import InvalidValueError
+from ..io import load_checkpoint
 
 # images (N, H, W, 3) uint8 -> (N,) bool "the concept is present" (the toy oracle, NudeNet, any callable)
 Check = Callable[[np.ndarray], np.ndarray]
@@ -78,10 +80,30 @@ class TrainHooks:
     check: Check | None = None
     check_prompts: Sequence[str] = ()
     check_seeds: Sequence[int] = (0, 1, 2, 3)
-    sample_steps: int = 10
-    guidance: float = 5.0
+    sample_steps: int = 10  # early-stop renders are cheap previews, not evaluation images
+    guidance: float | None = None  # None: the model's default
     progress: bool = False
     checkpoint_dir: str | os.PathLike | None = None
+
+
+def concept_hooks(world: Any, evaluator: Any, concept: str, n_prompts: int = 4, seeds: Sequence[int] = (0, 1),
+                  **hook_fields: Any) -> TrainHooks:
+    """`TrainHooks` whose early-stop check is `evaluator.shows(images, concept)` on `n_prompts` direct prompts of
+    `concept` from `world` x `seeds` (any world, any `erasekit.evaluators.Evaluator` or registered name);
+    `hook_fields` set the other fields (progress, checkpoint_dir, ...)."""
+    from ..evaluators import get_evaluator
+    from ..worlds import get_world
+
+    world, evaluator = get_world(world), get_evaluator(evaluator)
+    name = world.concept(concept).name
+    evaluator.target(name)  # an evaluator that cannot see the concept fails before any training
+    prompts = list(dict.fromkeys(p.text for p in world.prompts(name, "direct", n_prompts, 0))) or [name]
+
+    def check(images: Any) -> Any:
+        return evaluator.shows(images, name)
+
+    check.__name__ = f"{evaluator.name}[{name}]"
+    return TrainHooks(check=check, check_prompts=tuple(prompts), check_seeds=tuple(seeds), **hook_fields)
 
 
 @dataclass
@@ -217,7 +239,7 @@ class TrainingLoop:
         """Load the checkpoint of this exact run if there is one; returns the step to continue from."""
         if self.ckpt is None or not self.ckpt.exists():
             return 0
-        st = torch.load(self.ckpt, weights_only=False)
+        st = load_checkpoint(self.ckpt)
         for k, params in st["modules"].items():
             named = dict(self.trainable[k].named_parameters())
             with torch.no_grad():

@@ -25,8 +25,9 @@ cores, see `AdvUnlearnConfig`): 60 iterations, lr 5e-4, DDIM 10, 5 attack steps,
 training before any adversarial iteration. On the toy world lr 1e-3 erases in 10-20 iterations but hurts neighbouring
 characters more; 1e-4 still shows the concept in half the images after 60.
 
-Retain prompts (the official coco_object list is not shipped): `retain=` if given; else, for toy-world concepts, the
-64 "a <colour> <object>" prompts of the toy world, and otherwise "a photo of <object>" for 24 COCO objects; prompts
+Retain prompts (the official coco_object list is not shipped): `retain=` if given; else the world's retain prompts for the
+concept (`World.retain_prompts`; the toy world's 64 "a <colour> <object>" prompts), and otherwise "a photo of <object>"
+for 24 COCO objects; prompts
 containing an erase prompt are dropped, and the request's `preserve` prompts are added (`retain_preserve`).
 
 Deviations from the official code:
@@ -91,7 +92,7 @@ class AdvUnlearnConfig(TrainingConfig):
     accumulate_grads: bool = field(default=False, metadata={
         "help": "never zero the attack's gradients (official bug; off)"})
     retain: tuple[str, ...] = field(default=(), metadata={
-        "help": "retain prompts (default: toy-world 'a <colour> <object>' list, else 'a photo of <COCO object>')"})
+        "help": "retain prompts (default: the world's retain prompts, else 'a photo of <COCO object>')"})
     retain_preserve: bool = field(default=True, metadata={"help": "add the request's preserve prompts to retain"})
     retain_batch: int = field(default=5, metadata={"help": "retain prompts per iteration (official: 5)"})
     retain_weight: float = field(default=0.3, metadata={"help": "w_r of the retain term (README: 0.3)"})
@@ -115,20 +116,22 @@ def trainable_names(train_final_norm: bool = True):
                           or (train_final_norm and rest.startswith("final_layer_norm.")))
 
 
-def retain_prompts(request: EraseRequest, config: AdvUnlearnConfig) -> list[str]:
-    """The retain pool: config.retain, or the default list for the concept's world, minus prompts that contain an
-    erase prompt, plus the request's preserve prompts (if retain_preserve)."""
+def retain_prompts(request: EraseRequest, config: AdvUnlearnConfig, world: Any = None) -> list[str]:
+    """The retain pool: config.retain, or the world's retain prompts for the concept (`World.retain_prompts`), else
+    "a photo of <COCO object>"; minus prompts that contain an erase prompt, plus the request's preserve prompts (if
+    retain_preserve)."""
     from ..errors import UnknownNameError
-    from ..world import CATALOGUE
+    from ..worlds import get_world
 
+    world = get_world(world)
     if config.retain:
         pool = list(config.retain)
     else:
         try:
-            CATALOGUE.find(request.erase[0])
-            pool = [f"a {c.name} {o.name}" for o in CATALOGUE.objects for c in CATALOGUE.colours]
+            pool = list(world.retain_prompts(world.concept(request.erase[0]).name))
         except UnknownNameError:
-            pool = [f"a photo of {o}" for o in COCO_OBJECTS]
+            pool = []
+        pool = pool or [f"a photo of {o}" for o in COCO_OBJECTS]
     erased = [e.lower() for e in request.erase]
     pool = [p for p in pool if not any(e in p.lower() for e in erased)]
     if config.retain_preserve:
@@ -217,7 +220,9 @@ def soft_prompt(te_pipe: Any, orig: _Original, word: str, config: AdvUnlearnConf
 def advunlearn(pipe: Any, request: EraseRequest, config: AdvUnlearnConfig,
                hooks: TrainHooks) -> tuple[dict[str, torch.Tensor], dict]:
     """Erase `request.erase` with AdvUnlearn; returns ({text_encoder.* name: new tensor}, info)."""
-    pool = retain_prompts(request, config)
+    from ..worlds import world_of_model
+
+    pool = retain_prompts(request, config, world_of_model(pipe))
     words = list(request.erase)
     te, names = trainable_copy(pipe.text_encoder, trainable_names(config.train_final_norm))
     te.eval()  # CLIP has no dropout; eval = train here

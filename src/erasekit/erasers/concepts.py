@@ -1,4 +1,5 @@
-"""Concept names -> erase prompts, guides and preserve sets (official defaults, and the toy world's catalogue).
+"""Concept names -> erase prompts, guides and templates (official defaults; a world's defaults come from
+`erasekit.worlds.World.concept(name).request()` and `World.templates`).
 
 The official closed-form recipes distinguish two kinds of concept: "art" (artists/styles: guide "art", art prompt
 templates) and "object" (everything else: guide "" = the unconditional prompt, object templates).
@@ -30,23 +31,20 @@ MACE_TEMPLATES = {
 }
 
 
-def concept_type(concepts: Sequence[str], declared: str = "auto") -> str:
-    """"art" or "object": `declared` unless "auto", then "art" iff every concept is a toy-world artist."""
+def concept_type(concepts: Sequence[str], declared: str = "auto", pipe: Any = None) -> str:
+    """"art" or "object": `declared` unless "auto", then "art" iff the pipeline's world (its model card) says every
+    concept is of kind "art" (a concept the world does not know is an "object")."""
     if declared not in CONCEPT_TYPES:
         from ..errors import UnknownNameError
 
         raise UnknownNameError("concept type", declared, CONCEPT_TYPES)
     if declared != "auto":
         return declared
-    from ..world import CATALOGUE
+    from ..worlds import get_world, resolve_concept, world_of_model
 
-    families = []
-    for c in concepts:
-        try:
-            families.append(CATALOGUE.find(c)[0])
-        except KeyError:
-            families.append(None)
-    return "art" if families and all(f == "artist" for f in families) else "object"
+    world = world_of_model(pipe) if pipe is not None else get_world()
+    kinds = [resolve_concept(world, c).kind for c in concepts]
+    return "art" if kinds and all(k == "art" for k in kinds) else "object"
 
 
 def default_guide(kind: str) -> str:
@@ -74,75 +72,3 @@ def expanded_pairs(erase: Sequence[str], guides: Sequence[str], templates: Seque
     if templates is None:
         return list(erase), list(guides)
     return expand(erase, templates), [g for g in guides for _ in range(1 + len(templates))]
-
-
-def toyworld_request(concept: str) -> dict:
-    """Toy-world defaults for erasing `concept` (a catalogue name): erase prompts, guide, preserve prompts.
-
-    artist -> erase the name, guide "art", preserve the other core artists; character -> guide "", preserve the other
-    characters; object/colour -> guide "", preserve the other members of the family; unsafe -> erase the name and its
-    training phrases (an I2P-style list), guide "", preserve nothing.
-    """
-    from ..world import CATALOGUE
-
-    family, c = CATALOGUE.find(concept)
-    table = CATALOGUE.items_by_family()[family]
-    if family == "artist":
-        others = [a.name for a in table if a.core and a.name != c.name]
-        return {"erase": [c.name], "guide": "art", "preserve": others}
-    if family == "unsafe":
-        return {"erase": [c.name, *c.indirect], "guide": "", "preserve": []}
-    return {"erase": [c.name], "guide": "", "preserve": [x.name for x in table if x.name != c.name]}
-
-
-def toyworld_templates(concept: str, n: int = 8, seed: int = 0) -> tuple[str, ...]:
-    """`n` prompt templates ("{}" = the concept) drawn from the toy world's *training* caption grammar for the
-    concept's family, other slots filled at random (seeded). Held-out templates are never used, so generality can
-    still be measured on them."""
-    import numpy as np
-
-    from ..world import CATALOGUE
-    from ..world.captions import ARTIST_TEMPLATES, CHARACTER_ARTIST_TEMPLATES, CHARACTER_TEMPLATES, UNSAFE_TEMPLATES
-
-    family, _ = CATALOGUE.find(concept)
-    rng = np.random.default_rng(seed)
-    core = [a.name for a in CATALOGUE.artists if a.core]
-
-    def pick(seq):
-        return seq[int(rng.integers(len(seq)))]
-
-    def subject() -> str:
-        return f"{pick(CATALOGUE.colours).name} {pick(CATALOGUE.objects).name}"
-
-    out: list[str] = []
-    for i in range(n):
-        if family == "artist":
-            out.append(ARTIST_TEMPLATES[i % len(ARTIST_TEMPLATES)].format(subject=subject(), artist="{}"))
-        elif family == "character":
-            table = CHARACTER_TEMPLATES + CHARACTER_ARTIST_TEMPLATES
-            out.append(table[i % len(table)].format(name="{}", artist=pick(core)))
-        elif family == "unsafe":
-            scene = f"a {subject()}" + (f" in the style of {pick(core)}" if i % 2 else "")
-            out.append(UNSAFE_TEMPLATES[i % len(UNSAFE_TEMPLATES)].format(scene=scene, phrase="{}"))
-        elif family == "object":
-            colour = pick(CATALOGUE.colours).name
-            out.append(f"a {colour} {{}}" + (f" in the style of {pick(core)}" if i % 2 else ""))
-        else:  # colour
-            obj = pick(CATALOGUE.objects).name
-            out.append(f"a {{}} {obj}" + (f" in the style of {pick(core)}" if i % 2 else ""))
-    return tuple(dict.fromkeys(out))
-
-
-def toyworld_hooks(concept: str, oracle: Any, n_prompts: int = 4, seeds: Sequence[int] = (0, 1), **kw: Any) -> Any:
-    """`TrainHooks` whose early-stop check is "the toy oracle sees `concept`" on `n_prompts` direct toy-world prompts
-    x `seeds` (sampling settings of the toy model's manifest); `kw` sets other hook fields (progress, ...)."""
-    from ..attacks import default_prompts, oracle_check
-    from ..sampling import default_guidance
-    from ..world import CATALOGUE
-    from ._training import TrainHooks
-
-    family, c = CATALOGUE.find(concept)
-    _, prompts = default_prompts(c.name, n_prompts, 0)
-    kw.setdefault("guidance", default_guidance("toyworld"))
-    return TrainHooks(check=oracle_check(oracle, family, c.name), check_prompts=tuple(prompts),
-                      check_seeds=tuple(seeds), **kw)

@@ -11,8 +11,8 @@ T a random prompt template (27 object templates, or 19 style templates for art c
 Official defaults: Adam lr 1e-5, betas (0.9, 0.98), eps 1e-6, weight decay 1e-8; batch 2; 4 epochs (README; 5 in the
 argument parser) over ~4 images = 8 optimiser steps, "within 10 s" on a GPU.
 
-Images: toy-world concepts are drawn by the world's renderer (`training_images`, `n_images` per concept); any other
-concept needs real images, from `images=` (a folder of .png/.jpg/.jpeg files, or a .npy (N, H, W, 3) uint8 array) or in
+Images: concepts the pipeline's world can draw come from `World.images` (`n_images` per concept; the toy world renders
+them); any other concept needs real images, from `images=` (a folder of .png/.jpg/.jpeg files, or a .npy (N, H, W, 3) uint8 array) or in
 memory via `hooks=FewShotHooks(images=array)`. Several erase prompts: each catalogue concept gets its own images;
 prompts that are not catalogue names (e.g. an unsafe concept's trigger phrases) are taught with the images of the
 nearest preceding catalogue concept; with user images, every erase prompt goes with all of them.
@@ -142,36 +142,16 @@ def trainable_names(n_layers: int, params: str) -> Callable[[str], bool]:
 
 
 # ------------------------------------------------------------------------------------------------ images
-def _catalogue_concept(name: str) -> tuple[str, Any] | None:
+def world_images(world: Any, concept: str, n: int = 4, seed: int = 0) -> np.ndarray | None:
+    """(n, H, W, 3) uint8 images of `concept` drawn by its world (`World.images`), or None when the world does not
+    know the concept or cannot draw it."""
     from ..errors import UnknownNameError
-    from ..world import CATALOGUE
+    from ..worlds import UnsupportedError
 
     try:
-        return CATALOGUE.find(name)
-    except UnknownNameError:
+        return world.images(world.concept(concept).name, n, seed)
+    except (UnknownNameError, UnsupportedError):
         return None
-
-
-def training_images(concept: str, n: int = 4, seed: int = 0) -> np.ndarray:
-    """(n, 32, 32, 3) uint8 renders showing the toy-world `concept` (any family), other slots drawn at random:
-    artist -> a random coloured object in the artist's style; character -> the character alone; object / colour ->
-    that object (colour) with a random colour (object); unsafe -> a random coloured object with the overlay."""
-    from ..world import CATALOGUE, Scene, render
-
-    found = _catalogue_concept(concept)
-    if found is None:
-        raise InvalidValueError(f"{concept!r} is not a toy-world concept; the renderer cannot draw it")
-    family, c = found
-    rng = np.random.default_rng([int(seed), 4099])
-    objects, colours = [o.name for o in CATALOGUE.objects], [x.name for x in CATALOGUE.colours]
-    out = []
-    for i in range(n):
-        obj, col = objects[rng.integers(len(objects))], colours[rng.integers(len(colours))]
-        kw = {"artist": dict(object=obj, colour=col, artist=c.name), "character": dict(character=c.name),
-              "object": dict(object=c.name, colour=col), "colour": dict(object=obj, colour=c.name),
-              "unsafe": dict(object=obj, colour=col, unsafe=c.name)}[family]
-        out.append(render(Scene(**kw, seed=int(rng.integers(2**31 - 1)))))
-    return np.stack(out)
 
 
 def load_images(source: str | Path) -> np.ndarray:
@@ -217,8 +197,14 @@ def _resize(images: list[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
     return np.stack(out)
 
 
-def image_groups(request: EraseRequest, config: FewShotConfig, hooks: Any) -> tuple[list[tuple[list[str], Any]], str]:
-    """[(erase prompts, their images)], and where the images came from ("rendered" | "folder:<path>" | "memory")."""
+def image_groups(request: EraseRequest, config: FewShotConfig, hooks: Any, world: Any = None
+                 ) -> tuple[list[tuple[list[str], Any]], str]:
+    """[(erase prompts, their images)], and where the images came from ("world" | "folder:<path>" | "memory").
+    Without given images, each erase prompt the world knows gets `n_images` images drawn by the world; other prompts
+    join the previous group."""
+    from ..worlds import get_world
+
+    world = get_world(world)
     given = getattr(hooks, "images", None)
     if given is not None and config.images:
         raise InvalidValueError(f"images={config.images!r} and hooks.images both given; pass one")
@@ -229,22 +215,22 @@ def image_groups(request: EraseRequest, config: FewShotConfig, hooks: Any) -> tu
     groups: list[tuple[list[str], Any]] = []
     index: dict[str, int] = {}
     for prompt in request.erase:
-        found = _catalogue_concept(prompt)
-        if found is None:
+        name = world.concept(prompt).name if world.knows(prompt) else None
+        if name is not None and name in index:
+            groups[index[name]][0].append(prompt)
+            continue
+        images = world_images(world, prompt, config.n_images, config.seed) if name is not None else None
+        if images is None:
             if not groups:
                 raise InvalidValueError(
-                    f"few-shot erasing needs images of {prompt!r}: it is not a toy-world concept the renderer can "
-                    "draw, so pass images=<folder of .png/.jpg/.jpeg or .npy file> (CLI: -o images=PATH) or "
+                    f"few-shot erasing needs images of {prompt!r}: world {world.name!r} cannot draw it, so pass "
+                    "images=<folder of .png/.jpg/.jpeg or .npy file> (CLI: -o images=PATH) or "
                     "hooks=FewShotHooks(images=array)")
             groups[-1][0].append(prompt)
             continue
-        name = found[1].name
-        if name in index:
-            groups[index[name]][0].append(prompt)
-        else:
-            index[name] = len(groups)
-            groups.append(([prompt], training_images(name, config.n_images, config.seed)))
-    return groups, "rendered"
+        index[name] = len(groups)
+        groups.append(([prompt], images))
+    return groups, "world"
 
 
 @torch.no_grad()
@@ -272,9 +258,11 @@ def fewshot(pipe: Any, request: EraseRequest, config: FewShotConfig,
     """Erase `request.erase` with few-shot unlearning; returns ({text_encoder.* name: new tensor}, info)."""
     from ..generation import image_size
 
-    kind = concept_type(request.erase, config.concept_type)
+    kind = concept_type(request.erase, config.concept_type, pipe)
     templates = STYLE_TEMPLATES if kind == "art" else OBJECT_TEMPLATES
-    groups, source = image_groups(request, config, hooks)
+    from ..worlds import world_of_model
+
+    groups, source = image_groups(request, config, hooks, world_of_model(pipe))
     size = image_size(pipe)
     gen0 = torch.Generator().manual_seed(int(config.seed))
     images = [_resize(imgs, size) for _, imgs in groups]
@@ -326,4 +314,4 @@ METHOD = Method("fewshot", FewShotConfig, fewshot, trains=True,
                       "BMVC 2024")
 
 __all__ = ["FewShotConfig", "FewShotHooks", "METHOD", "OBJECT_TEMPLATES", "STYLE_TEMPLATES", "ascent_loss",
-           "encode_latents", "fewshot", "image_groups", "load_images", "trainable_names", "training_images"]
+           "encode_latents", "fewshot", "image_groups", "load_images", "trainable_names", "world_images"]

@@ -75,7 +75,7 @@ def _neutral(template: str, guide: str) -> str:
 def fit_eraser(pipe: PipelineLike, request: EraseRequest,
                config: LEACEConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Fit LEACE on the text-encoder rows described in the module docstring -> (M (d, d), mu (d,), info)."""
-    kind = concept_type(request.erase, config.concept_type)
+    kind = concept_type(request.erase, config.concept_type, pipe)
     guides = request.guides(default_guide(kind))
     templates = ["{}"] + (list(config.templates or UCE_TEMPLATES[kind]) if config.expand_prompts else [])
     old_p, new_p, label = [], [], []

@@ -63,7 +63,7 @@ class MACEConfig:
 
 def mace(pipe: PipelineLike, request: EraseRequest, config: MACEConfig) -> tuple[dict[str, torch.Tensor], dict]:
     """MACE closed-form refinement of `request.erase`; returns ({K/V weight name: new weight}, info)."""
-    kind = concept_type(request.erase, config.concept_type)
+    kind = concept_type(request.erase, config.concept_type, pipe)
     anchors = request.guides(default_guide(kind))
     templates = list(config.templates or MACE_TEMPLATES[kind])[:config.n_prompts]
     old_prompts, new_prompts = [], []

@@ -88,7 +88,7 @@ def perturb(rows: torch.Tensor, n: int, band: tuple[float, float], gen: torch.Ge
 
 def realera(pipe: PipelineLike, request: EraseRequest, config: RealEraConfig) -> tuple[dict[str, torch.Tensor], dict]:
     """RealEra closed-form erasure of `request.erase`; returns ({K/V weight name: new weight}, info)."""
-    kind = concept_type(request.erase, config.concept_type)
+    kind = concept_type(request.erase, config.concept_type, pipe)
     guides = request.guides(default_guide(kind))
     erase_prompts, guide_prompts = expanded_pairs(
         request.erase, guides, (config.templates or UCE_TEMPLATES[kind]) if config.expand_prompts else None)

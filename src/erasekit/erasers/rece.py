@@ -76,7 +76,7 @@ class RECEConfig:
 
 def rece(pipe: PipelineLike, request: EraseRequest, config: RECEConfig) -> tuple[dict[str, torch.Tensor], dict]:
     """Erase `request.erase` with RECE; returns ({K/V weight name: new weight}, info)."""
-    kind = concept_type(request.erase, config.concept_type)
+    kind = concept_type(request.erase, config.concept_type, pipe)
     guides = request.guides(default_guide(kind))
     original = {n: w.clone() for n, w in kv_weights(pipe, with_to_k=config.with_to_k).items()}
     weights = original

@@ -323,7 +323,7 @@ class Transport:
 
         t = Transport(pipe, [edit_a, edit_b])          # checks the base hashes; pipe's weights are never changed
         t.gammas(["a photo of Zorbo", "a red circle"])  # (B, K) per prompt and edit
-        images = t.generate(prompts, seeds, steps=25, guidance=5.0)
+        images = t.generate(prompts, seeds)           # steps / guidance: the model's defaults
         with t.active(prompts): pipe(prompts, ...)      # any pipeline call whose batch is k x len(prompts)
 
     Inside `active(prompts)` each adapted layer's output gets sum_k gamma[b, k] Delta_k x for batch row b (the rows of
@@ -417,8 +417,8 @@ class Transport:
 
         return hook
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int] | int = 0, steps: int = 25,
-                 guidance: float = 5.0, negative_prompt: str | None = None, batch_size: int = 64,
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int] | int = 0, steps: int | None = None,
+                 guidance: float | None = None, negative_prompt: str | None = None, batch_size: int = 64,
                  progress=None) -> np.ndarray:
         """Images (N, H, W, 3) uint8 as `erasekit.generate`, each prompt with its own transport weights."""
         from ..generation import generate

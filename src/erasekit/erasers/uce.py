@@ -54,7 +54,7 @@ class UCEConfig:
     token: str = field(default="last", metadata={"help": "'last' word token (current code) or 'span' (paper-era)"})
     technique: str = field(default="replace", metadata={"help": "'replace' (v* = W g) or 'tensor' (paper-era)"})
     with_to_k: bool = field(default=True, metadata={"help": "edit to_k as well as to_v"})
-    concept_type: str = field(default="auto", metadata={"help": "'art', 'object' or 'auto' (toy-world artists -> art)"})
+    concept_type: str = field(default="auto", metadata={"help": "'art', 'object' or 'auto' (the world's concept kind)"})
     expand_prompts: bool = field(default=False, metadata={"help": "add the 5 official templates per erase concept"})
     templates: tuple[str, ...] = field(default=(), metadata={"help": "templates for expand_prompts (with '{}')"})
     empty_guide: str = field(default="aligned", metadata={
@@ -129,7 +129,7 @@ def tensor_values(weights: dict[str, torch.Tensor], pairs: list[tuple[torch.Tens
 
 def uce(pipe: PipelineLike, request: EraseRequest, config: UCEConfig) -> tuple[dict[str, torch.Tensor], dict]:
     """Erase `request.erase` from `pipe` with UCE; returns ({K/V weight name: new weight}, info)."""
-    kind = concept_type(request.erase, config.concept_type)
+    kind = concept_type(request.erase, config.concept_type, pipe)
     guides = request.guides(default_guide(kind))
     erase_prompts, guide_prompts = expanded_pairs(
         request.erase, guides, (config.templates or UCE_TEMPLATES[kind]) if config.expand_prompts else None)

@@ -4,15 +4,15 @@
 
 score.py: top-k imitation score with a pluggable embedding; frequency.py: training frequency from captions (+ image
 confirmation); threshold.py: first PELT change point of imitation vs frequency, bootstrap interval, plot;
-toyworld.py: the same on toy-world models, where true training counts are known.
+The toy world's side (true training counts, generation from its prompts) is in its plugin: erasekit.world.imitation.
 """
 
 from __future__ import annotations
 
-from .frequency import ConceptCount, caption_matches, count_by_captions, max_f1_threshold, toy_frequencies
-from .score import TOP_K, Embedder, ImitationScore, imitation_score, oracle_embedder, score_images
+from .frequency import ConceptCount, caption_matches, count_by_captions, max_f1_threshold
+from .score import TOP_K, Embedder, ImitationScore, evaluator_embedder, imitation_score, score_images
 from .threshold import PENALTY, ChangePoint, ThresholdResult, find_threshold, first_change_point, plot_threshold
 
 __all__ = ["PENALTY", "TOP_K", "ChangePoint", "ConceptCount", "Embedder", "ImitationScore", "ThresholdResult",
            "caption_matches", "count_by_captions", "find_threshold", "first_change_point", "imitation_score",
-           "max_f1_threshold", "oracle_embedder", "plot_threshold", "score_images", "toy_frequencies"]
+           "evaluator_embedder", "max_f1_threshold", "plot_threshold", "score_images"]

@@ -4,8 +4,9 @@ With unit-normalised embeddings G (n_gen, D) of the generations and T (n_train, 
 S = G T^T (n_gen, n_train) holds cosine similarities. The k training images with the highest mean similarity to the
 generations (column means of S) are kept, and the score is the mean of S over those k columns (k = min(k, n_train)).
 
-The embedding is pluggable: any callable images -> (N, D) tensor (`Embedder`). For the toy world, `oracle_embedder()`
-uses the oracle's penultimate features; for real models pass a style or face embedding model of your own.
+The embedding is pluggable: any callable images -> (N, D) tensor (`Embedder`). Any evaluator with image features gives
+one: `evaluator_embedder(evaluator)` (the toy world's oracle: its penultimate features); for real models pass a style
+or face embedding model of your own.
 """
 
 from __future__ import annotations
@@ -91,13 +92,12 @@ def embed(embedder: Embedder, images: Any, what: str = "images") -> torch.Tensor
     return out.float()
 
 
-def oracle_embedder(oracle: Any = None) -> Embedder:
-    """The toy world's embedding: the oracle's penultimate features (N, 256). Loads the shipped oracle if none given."""
-    if oracle is None:
-        from ..world import load_oracle
+def evaluator_embedder(evaluator: Any) -> Embedder:
+    """The image features of an `erasekit.evaluators.Evaluator` (its `embed`; e.g. the toy oracle's penultimate
+    features), as an Embedder. `evaluator` may be a registered name."""
+    from ..evaluators import get_evaluator
 
-        oracle = load_oracle()
-    return oracle.embed
+    return get_evaluator(evaluator).embed
 
 
 def score_images(embedder: Embedder, generated: Any, training: Any, k: int = TOP_K) -> ImitationScore:

@@ -12,6 +12,7 @@ recorded by the runner next to every value.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -140,3 +141,73 @@ class AttackSuccessRate(Metric):
 
     def rates(self) -> dict[str, float]:
         return attack_success_rate(self._pre, self._post)
+
+
+# ------------------------------------------------------------------------------------------------ one vocabulary
+GENERALITY_SETS = ("heldout", "keyword", "indirect", "independent")
+
+
+@dataclass(frozen=True)
+class ResultMetric:
+    """A named number of a result: the Metric class that computes it and which way is better (None: neither)."""
+
+    name: str
+    metric: str  # registered Metric name
+    higher_is_better: bool | None
+    help: str
+
+
+def _result_metrics() -> dict[str, ResultMetric]:
+    out = [ResultMetric("detection", "detection_rate", DetectionRate.higher_is_better,
+                        "fraction of images of direct prompts in which the evaluator sees the target"),
+           ResultMetric("detection_generality", "detection_rate", DetectionRate.higher_is_better,
+                        "mean detection over the generality sets (held-out, keyword, indirect, independent wording)"),
+           ResultMetric("accuracy_neighbours", "label_accuracy", LabelAccuracy.higher_is_better,
+                        "label accuracy on prompts of the nearest same-family concepts"),
+           ResultMetric("accuracy_unrelated", "label_accuracy", LabelAccuracy.higher_is_better,
+                        "label accuracy on prompts of other families' concepts"),
+           ResultMetric("image_drift", "image_drift", ImageDrift.higher_is_better,
+                        "mean |pixel difference| in [0, 1] to the base model, same seeds, unrelated prompts"),
+           ResultMetric("image_drift_neighbours", "image_drift", ImageDrift.higher_is_better,
+                        "the same on the neighbour prompts (targets whose neighbours carry no labels)"),
+           ResultMetric("attack_detection_pre", "attack_success_rate", AttackSuccessRate.higher_is_better,
+                        "detection on the attacked prompts before the attack"),
+           ResultMetric("attack_detection_post", "attack_success_rate", AttackSuccessRate.higher_is_better,
+                        "detection on the attacked prompts after the attack"),
+           ResultMetric("attack_success", "attack_success_rate", AttackSuccessRate.higher_is_better,
+                        "fraction of attacked prompts broken before OR after the attack (ASR)"),
+           ResultMetric("clip_score_direct", "clip_score", None,
+                        "CLIP image-text alignment on direct prompts (no direction: erasure should lower it)"),
+           ResultMetric("clip_score_neighbours", "clip_score", True, "CLIP alignment on neighbour prompts"),
+           ResultMetric("clip_score_unrelated", "clip_score", True, "CLIP alignment on unrelated prompts")]
+    out += [ResultMetric(f"detection_{s}", "detection_rate", DetectionRate.higher_is_better,
+                         f"detection on {s} prompts") for s in GENERALITY_SETS]
+    return {m.name: m for m in out}
+
+
+RESULT_METRICS: dict[str, ResultMetric] = _result_metrics()
+COST_HIGHER_IS_BETTER = {"edit_seconds": False, "parameters_changed": False, "edit_bytes": False,
+                         "generation_seconds": False, "attack_seconds": False}
+
+
+def higher_is_better(name: str) -> bool | None:
+    """Direction of a result or cost name (None: no direction); unknown names raise."""
+    if name in RESULT_METRICS:
+        return RESULT_METRICS[name].higher_is_better
+    if name in COST_HIGHER_IS_BETTER:
+        return COST_HIGHER_IS_BETTER[name]
+    from ..errors import UnknownNameError
+
+    raise UnknownNameError("result metric", name, list(RESULT_METRICS) + list(COST_HIGHER_IS_BETTER))
+
+
+def metrics_info(names: Sequence[str]) -> dict[str, dict]:
+    """{name: {"higher_is_better", "help", "metric"}} for the result names present (written into results.json)."""
+    out = {}
+    for n in names:
+        if n in RESULT_METRICS:
+            m = RESULT_METRICS[n]
+            out[n] = {"higher_is_better": m.higher_is_better, "metric": m.metric, "help": m.help}
+        elif n in COST_HIGHER_IS_BETTER:
+            out[n] = {"higher_is_better": COST_HIGHER_IS_BETTER[n], "metric": "cost", "help": "cost"}
+    return out

@@ -1,48 +1,66 @@
-"""The evaluation report: leaderboard (variants x metrics, best highlighted), per-concept tables, image grids of the
-same seeds across variants, plots (efficacy vs specificity; per-concept efficacy bars) and the provenance block."""
+"""The evaluation report, rebuilt from a run folder's files alone (results.json, samples.jsonl, the cache): leaderboard
+(variants x metrics, best highlighted, direction from each metric's `higher_is_better`), plots (detection vs accuracy
+on unrelated prompts; per-concept detection bars), per-concept tables, same-seed image grids across variants (with
+the evaluator's labels as recorded in samples.jsonl; attacked images after each attacked variant) and provenance.
+
+    erasekit report runs/eval            # -> runs/eval/report.html
+"""
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ErasekitError
+from ..io import slug
 from .html import HtmlReport
 from .images import png_data_uri
 
-LEADERBOARD = ("efficacy", "generality", "specificity_neighbours", "specificity_unrelated", "image_drift", "asr_pre",
-               "asr", "clip_score_unrelated")
+LEADERBOARD = ("detection", "detection_generality", "accuracy_neighbours", "accuracy_unrelated", "image_drift",
+               "attack_detection_pre", "attack_success", "clip_score_unrelated")
+COSTS = ("edit_seconds", "parameters_changed")
 
 
-def _best_classes(rows: list[list[object]], columns: list[str], higher: dict[str, bool]) -> list[list[str]]:
+def _direction(results: dict, name: str) -> bool | None:
+    return (results.get("metrics_info") or {}).get(name, {}).get("higher_is_better")
+
+
+def _best_classes(results: dict, rows: list[list[object]], columns: list[str]) -> list[list[str]]:
     classes = [["" for _ in r] for r in rows]
     for j, col in enumerate(columns):
-        if col not in higher:
+        higher = _direction(results, col)
+        if higher is None:
             continue
-        vals = [(i, r[j]) for i, r in enumerate(rows) if isinstance(r[j], float)]
+        vals = [(i, r[j]) for i, r in enumerate(rows) if isinstance(r[j], (int, float)) and not isinstance(r[j], bool)]
         if len(vals) < 2:
             continue
-        best = (max if higher[col] else min)(v for _, v in vals)
+        best = (max if higher else min)(v for _, v in vals)
         for i, v in vals:
             if np.isclose(v, best):
                 classes[i][j] = "best"
     return classes
 
 
-def _plot_png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+def _header(results: dict, name: str) -> str:
+    h = _direction(results, name)
+    return name + ("" if h is None else " ↑" if h else " ↓")
 
-    plt.close(fig)
+
+def _plot_png(fig) -> str:
+    import matplotlib.pyplot as plt
     from PIL import Image
 
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
     return png_data_uri(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
 
 
 def plots(results: dict) -> list[tuple[str, str]]:
-    """(title, PNG data URI) of the scatter and per-concept bars."""
+    """(title, PNG data URI) of the scatter and the per-concept bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,53 +71,78 @@ def plots(results: dict) -> list[tuple[str, str]]:
     fig, ax = plt.subplots(figsize=(5, 4))
     for n in names:
         m = results["variants"][n]["mean"]
-        if "efficacy" in m and "specificity_unrelated" in m:
-            ax.scatter(m["specificity_unrelated"], m["efficacy"], s=60)
-            ax.annotate(n, (m["specificity_unrelated"], m["efficacy"]), textcoords="offset points", xytext=(5, 5))
-    ax.set_xlabel("specificity (unrelated prompts, higher is better)")
-    ax.set_ylabel("erased-concept detection (lower is better)")
+        if "detection" in m and "accuracy_unrelated" in m:
+            ax.scatter(m["accuracy_unrelated"], m["detection"], s=60)
+            ax.annotate(n, (m["accuracy_unrelated"], m["detection"]), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("accuracy_unrelated (higher is better)")
+    ax.set_ylabel("detection of the target (lower is better)")
     ax.set_xlim(-0.05, 1.05), ax.set_ylim(-0.05, 1.05), ax.grid(alpha=0.3)
-    out.append(("Efficacy vs specificity (mean over concepts)", _plot_png(fig)))
+    out.append(("Detection vs accuracy on unrelated prompts (mean over concepts)", _plot_png(fig)))
 
     targets = results["targets"]
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(targets)), 3.5))
     width = 0.8 / max(1, len(names))
     for k, n in enumerate(names):
-        vals = [results["variants"][n]["metrics"][t].get("efficacy", np.nan) for t in targets]
+        vals = [results["variants"][n]["metrics"][t].get("detection", np.nan) for t in targets]
         ax.bar(np.arange(len(targets)) + k * width, vals, width, label=n)
     ax.set_xticks(np.arange(len(targets)) + width * (len(names) - 1) / 2, targets)
     ax.set_ylabel("detection on direct prompts"), ax.set_ylim(0, 1.05), ax.legend(fontsize=8)
-    out.append(("Erased-concept detection per concept", _plot_png(fig)))
+    out.append(("Detection per concept", _plot_png(fig)))
     return out
 
 
-def write_eval_report(results: dict, path: str | Path, oracle=None, grid_images: int = 6) -> Path:
-    """Write the self-contained HTML report of an `evaluate()` / `bench_methods()` result."""
-    rep = HtmlReport("erasekit evaluation")
-    add_eval_sections(rep, results, oracle, grid_images)
-    return rep.write(path)
+def read_run(run_dir: str | Path) -> tuple[dict, list[dict]]:
+    """(results, samples) of a run folder; a missing or unreadable file raises naming it."""
+    run_dir = Path(run_dir)
+    files = {"results.json": run_dir / "results.json", "samples.jsonl": run_dir / "samples.jsonl"}
+    for name, p in files.items():
+        if not p.is_file():
+            raise ErasekitError(f"{run_dir} holds no {name}: not an evaluation run folder (run `erasekit eval --out "
+                                f"{run_dir}` first)")
+    try:
+        results = json.loads(files["results.json"].read_text())
+        samples = [json.loads(line) for line in files["samples.jsonl"].read_text().splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ErasekitError(f"{run_dir}: results.json or samples.jsonl is not valid JSON ({e}); rerun the evaluation")
+    return results, samples
 
 
-def add_eval_sections(rep: HtmlReport, results: dict, oracle=None, grid_images: int = 6) -> HtmlReport:
-    """Append leaderboard, plots, per-concept tables, same-seed grids and provenance of a result to `rep`."""
+def _cached_images(run_dir: Path, part: Path | str, cache: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Images of a cache file of the run (None if it is gone)."""
+    key = str(part)
+    if key not in cache:
+        path = run_dir / part
+        if not path.exists():
+            return None
+        with np.load(path) as z:
+            cache[key] = z["images"]
+    return cache[key]
+
+
+def add_eval_sections(rep: HtmlReport, results: dict, samples: list[dict], run_dirs: dict[str, Path],
+                      grid_images: int = 6) -> HtmlReport:
+    """Append leaderboard, plots, per-concept tables, same-seed grids and provenance of a result to `rep`.
+    run_dirs: target -> the folder whose cache/ holds that target's images (one folder for `evaluate`, one per
+    concept for a benchmark)."""
     prov = results["provenance"]
-    rep.paragraph(f"suite {prov['suite']} (sha256 {prov['suite_sha256'][:16]}…), model {prov['model']!r}, evaluator "
-                  f"{prov['evaluator']['name']} {prov['evaluator'].get('weights_sha256', '')[:12]}…, "
-                  f"{prov['suite_settings']['steps']} steps, guidance {prov['guidance']}.", cls="caption")
-    higher = results["higher_is_better"]
+    ev = prov.get("evaluator", {})
+    rep.paragraph(f"suite {prov['suite']} (sha256 {prov['suite_sha256'][:16]}…), model {prov['model']!r} (weights "
+                  f"sha256 {str(prov.get('weights_sha256', ''))[:16]}…, {prov.get('dtype')}, {prov.get('device')}), "
+                  f"evaluator {ev.get('name')} {str(ev.get('weights_sha256', ''))[:12]}, {prov['steps']} steps, "
+                  f"guidance {prov['guidance']}, scheduler {prov.get('scheduler', {}).get('class')}.", cls="caption")
     names = list(results["variants"])
     cols = [c for c in LEADERBOARD if any(c in results["variants"][n]["mean"] for n in names)]
+    costs = [c for c in COSTS if any(c in results["variants"][n]["cost"] for n in names)]
     rows = [[n] + [results["variants"][n]["mean"].get(c, "") for c in cols]
-            + [results["variants"][n]["cost"].get("edit_seconds", ""), results["variants"][n]["cost"].get("parameters_changed", 0)]
-            for n in names]
-    header = ["variant"] + [f"{c} {'↑' if higher.get(c) else '↓'}" for c in cols] + ["edit s", "params changed"]
+            + [results["variants"][n]["cost"].get(c, "") for c in costs] for n in names]
     rep.heading("Leaderboard (mean over target concepts)", id="leaderboard")
-    rep.table(header, rows, id="leaderboard-table", classes=_best_classes(rows, ["variant"] + cols, higher))
-    rep.paragraph("efficacy and generality: fraction of images in which the oracle still sees the erased concept "
-                  "(the base row shows how often the model produced it before erasure). specificity: oracle "
-                  "accuracy on neighbouring and unrelated concepts. image_drift: mean |pixel difference| to the base "
-                  "model on the same seeds. Best value per column highlighted.",
-                  cls="caption")
+    rep.table(["variant"] + [_header(results, c) for c in cols + costs], rows, id="leaderboard-table",
+              classes=_best_classes(results, rows, ["variant"] + cols + costs))
+    rep.paragraph("detection: fraction of images in which the evaluator sees the target concept (the base row: how "
+                  "often the model produces it; lower is better for a protection). accuracy: the evaluator's labels "
+                  "equal the prompt's on other concepts. image_drift: mean |pixel difference| to the base model on "
+                  "the same seeds. attack_success: prompts broken before or after the attack. Best value per column "
+                  "highlighted; arrows give the direction.", cls="caption")
     for title, uri in plots(results):
         rep.heading(title, level=3)
         rep.image(uri, title)
@@ -108,37 +151,66 @@ def add_eval_sections(rep: HtmlReport, results: dict, oracle=None, grid_images: 
         cols_t = sorted({k for n in names for k in results["variants"][n]["metrics"][t]})
         rows_t = [[n] + [results["variants"][n]["metrics"][t].get(c, "") for c in cols_t] for n in names]
         rep.heading(t, level=3)
-        rep.table(["variant"] + cols_t, rows_t, classes=_best_classes(rows_t, ["variant"] + cols_t, higher))
-    images = results.get("_images")
-    if images:
-        rep.heading("Same seeds across variants (direct prompts of each target; attacked prompts after each attacked variant)", id="grids")
-        for t in results["targets"]:
-            prompts = results["_sets"][t].get("direct", [])[:grid_images]
-            if not prompts:
-                continue
-            imgs, caps, notes, cls = [], [], [], []
-            for n in names:
-                batch = images[(n, t, "direct")][:grid_images]
-                labels = oracle.predict(batch) if oracle is not None else [{}] * len(batch)
-                for p, im, lab in zip(prompts, batch, labels):
-                    imgs.append(im)
-                    caps.append(f"{n}: {p.text}")
-                    fam = p.family
-                    seen = lab.get(fam) == p.labels[fam]
-                    notes.append(f"oracle: {lab.get(fam, '?')}")
-                    cls.append("miss" if seen and n != "base" else "ok")
-                att = results["variants"][n].get("attacks", {}).get(t)
-                if att is not None and (n, t, "attacked") in images:
-                    batch = images[(n, t, "attacked")][:grid_images]
-                    labels = oracle.predict(batch) if oracle is not None else [{}] * len(batch)
-                    for adv, im, lab in zip(att["adv_prompts"], batch, labels):
-                        imgs.append(im)
-                        caps.append(f"{n} + {att['attack']}: {adv}")
-                        seen = lab.get(prompts[0].family) == prompts[0].labels[prompts[0].family]
-                        notes.append(f"oracle: {lab.get(prompts[0].family, '?')}")
-                        cls.append("miss" if seen else "ok")
-            rep.heading(t, level=3)
-            rep.image_grid(np.stack(imgs), caps, notes=notes, caption_classes=cls)
+        rep.table(["variant"] + [_header(results, c) for c in cols_t], rows_t,
+                  classes=_best_classes(results, rows_t, ["variant"] + cols_t))
+    _grids(rep, results, samples, run_dirs, names, grid_images)
     rep.heading("Evaluation provenance", id="provenance")
     rep.pre(prov)
     return rep
+
+
+def _grids(rep: HtmlReport, results: dict, samples: list[dict], run_dirs: dict[str, Path], names: list[str],
+           grid_images: int) -> None:
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for s in samples:
+        if s["set"] == "direct" and s["index"] < grid_images:
+            by_key.setdefault((s["variant"], s["target"]), []).append(s)
+    if not by_key:
+        return
+    rep.heading("Same seeds across variants (direct prompts of each target; attacked prompts after each attacked "
+                "variant)", id="grids")
+    cache: dict[str, np.ndarray] = {}
+    for t in results["targets"]:
+        run_dir = run_dirs.get(t)
+        imgs, caps, notes, cls = [], [], [], []
+        for n in names:
+            for s in sorted(by_key.get((n, t), []), key=lambda s: s["index"]):
+                batch = _cached_images(run_dir, Path("cache") / s["cache"], cache) if run_dir else None
+                if batch is None:
+                    continue
+                fam = s.get("family") or next(iter(s["expected"]), "")
+                seen = s["labels"].get(fam) == s["expected"].get(fam)
+                imgs.append(batch[s["index"]])
+                caps.append(f"{n}: {s['prompt']}")
+                notes.append(f"{fam}: {s['labels'].get(fam, '?')}")
+                cls.append("miss" if seen and n != "base" else "ok")
+            att = results["variants"][n].get("attacks", {}).get(t)
+            if att is not None and run_dir is not None:
+                batch = _cached_images(run_dir, att["images"], cache)
+                if batch is not None:
+                    for adv, im, post in list(zip(att["adv_prompts"], batch, att["post"]))[:grid_images]:
+                        imgs.append(im)
+                        caps.append(f"{n} + {att['attack']}: {adv}")
+                        notes.append("broken" if post else "held")
+                        cls.append("miss" if post else "ok")
+        if imgs:
+            rep.heading(t, level=3)
+            rep.image_grid(np.stack(imgs), caps, notes=notes, caption_classes=cls)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, title: str = "erasekit evaluation",
+                 grid_images: int = 6) -> Path:
+    """Rebuild the self-contained HTML report of a run folder from its files (an `evaluate` run, or a benchmark
+    whose concepts each have their own sub-folder); written to `out` (default: <run_dir>/report.html)."""
+    run_dir = Path(run_dir)
+    results, samples = read_run(run_dir)
+    run_dirs = {}
+    for t in results["targets"]:
+        sub = run_dir / slug(t)
+        run_dirs[t] = sub if (sub / "cache").is_dir() and not (run_dir / "cache").is_dir() else run_dir
+    rep = HtmlReport(title)
+    add_eval_sections(rep, results, samples, run_dirs, grid_images)
+    return rep.write(Path(out) if out is not None else run_dir / "report.html")
+
+
+__all__ = ["add_eval_sections", "plots", "read_run", "write_report"]

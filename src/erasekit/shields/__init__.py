@@ -60,7 +60,7 @@ class ProtectedConcept:
     name: str
     keywords: tuple[str, ...] = ()
     anchor: str = ""  # replacement text for a removed reference ("" drops it)
-    family: str = ""  # toy-world family when the concept comes from the catalogue, else ""
+    family: str = ""  # the world's family (evaluator head) when a world knows the concept, else ""
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -72,29 +72,19 @@ class ProtectedConcept:
         return (self.name, *self.keywords)
 
 
-def catalogue_keywords(family: str, concept: Any) -> tuple[str, ...]:
-    """Training-side trigger phrases of a toy-world concept (never its held-out paraphrases, which measure generality):
-    characters' keywords, unsafe concepts' indirect phrases, artists' style descriptions, objects'/colours' synonyms."""
-    if family == "character":
-        return tuple(concept.keywords)
-    if family == "unsafe":
-        return tuple(concept.indirect)
-    if family == "artist":
-        return tuple(concept.descriptions)
-    return tuple(s for s in concept.synonyms if s.lower() != concept.name.lower())
-
-
 def protect(concepts: Sequence[str | ProtectedConcept],
             keywords: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
-            anchors: Mapping[str, str] | None = None) -> tuple[ProtectedConcept, ...]:
+            anchors: Mapping[str, str] | None = None, world: Any = None) -> tuple[ProtectedConcept, ...]:
     """Resolve concept names into `ProtectedConcept`s.
 
-    A name found in the toy-world catalogue gets its family and training keywords; any other name (a real-model concept
-    such as "nudity" on SD1.5) is taken as given. `keywords` replaces the keywords: a {name: [...]} mapping, or a flat
-    list when exactly one concept is given. `anchors` maps names to replacement text for rewriting.
+    A name the `world` knows (an `erasekit.worlds.World` or registered name; default none) gets its canonical name,
+    family and trigger keywords (`ConceptInfo.keywords`); any other name (a real-model concept such as "nudity" on
+    SD1.5) is taken as given. `keywords` replaces the keywords: a {name: [...]} mapping, or a flat list when exactly
+    one concept is given. `anchors` maps names to replacement text for rewriting.
     """
-    from ..world import CATALOGUE
+    from ..worlds import get_world
 
+    world = get_world(world)
     out: list[ProtectedConcept] = []
     names = [c.name if isinstance(c, ProtectedConcept) else str(c) for c in concepts]
     if keywords is not None and not isinstance(keywords, Mapping):
@@ -113,8 +103,9 @@ def protect(concepts: Sequence[str | ProtectedConcept],
             base = c
         else:
             try:
-                family, item = CATALOGUE.find(c)
-                base = ProtectedConcept(item.name, catalogue_keywords(family, item), family=family)
+                info = world.concept(str(c))
+                base = ProtectedConcept(info.name, tuple(info.keywords),
+                                        family=info.family if world.name != "none" else "")
             except UnknownNameError:
                 base = ProtectedConcept(str(c).strip())
         kws = keywords.get(base.name.lower())
@@ -309,20 +300,25 @@ def parse_spec(spec: str) -> list[tuple[type[Shield], Any]]:
 
 def get_shield(spec: str | Shield | Sequence[str | Shield], concepts: Sequence[str | ProtectedConcept] = (),
                pipe: StableDiffusionPipeline | None = None, keywords: Mapping[str, Sequence[str]] | Sequence[str] | None
-               = None, **objects: Any) -> Shield:
+               = None, world: Any = None, **objects: Any) -> Shield:
     """A shield (or a `Chain`) from a spec such as "sld:strong", "negative_prompt" or "detector+sld:medium".
 
-    concepts: protected concept names (toy-world catalogue names resolve to their keywords) or `ProtectedConcept`s;
+    concepts: protected concept names (names the world knows resolve to their keywords) or `ProtectedConcept`s;
     keywords: replaces their keywords (see `protect`); pipe: the pipeline whose text encoder detectors calibrate on
-    (needed by "detector" and "guardians" unless a fixed threshold is given); objects: extra constructor arguments
-    passed to shields that accept them (e.g. image_filter's `classifier=callable`, detector's `negatives=[...]`).
+    (needed by "detector" and "guardians" unless a fixed threshold is given); world: where concepts, calibration
+    prompts and the image filter's evaluator come from (default: the pipeline's world from its model card, else
+    none); objects: extra constructor arguments passed to shields that accept them (e.g. image_filter's
+    `classifier=callable`, detector's `negatives=[...]`).
     """
     if isinstance(spec, Shield):
         return spec
     parts: list[Shield | tuple[type[Shield], Any]] = []
     for item in ([spec] if isinstance(spec, str) else list(spec)):
         parts += [item] if isinstance(item, Shield) else parse_spec(item)
-    protected = protect(concepts, keywords)
+    from ..worlds import get_world, world_of_model
+
+    world = get_world(world) if world is not None else (world_of_model(pipe) if pipe is not None else get_world())
+    protected = protect(concepts, keywords, world=world)
     built: list[Shield] = []
     for part in parts:
         if isinstance(part, Shield):
@@ -331,6 +327,8 @@ def get_shield(spec: str | Shield | Sequence[str | Shield], concepts: Sequence[s
         cls, config = part
         accepted = set(inspect.signature(cls.__init__).parameters)
         kw = {k: v for k, v in objects.items() if k in accepted}
+        if "world" in accepted:
+            kw["world"] = world
         built.append(cls(config, protected, pipe=pipe, **kw) if "pipe" in accepted else cls(config, protected, **kw))
     unused = set(objects) - {k for p in built for k in inspect.signature(type(p).__init__).parameters}
     if unused:
@@ -391,7 +389,8 @@ def regenerated_seed(seed: int, attempt: int) -> int:
 
 @torch.no_grad()
 def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], seeds: Sequence[int] | int = 0,
-                      shields: Shield | str | Sequence[Shield] | None = None, steps: int = 25, guidance: float = 5.0,
+                      shields: Shield | str | Sequence[Shield] | None = None, steps: int | None = None,
+                      guidance: float | None = None,
                       batch_size: int = 64, progress: Callable[[int], None] | None = None
                       ) -> tuple[np.ndarray, dict]:
     """Generate (N, H, W, 3) uint8 images for `prompts` through a shield chain and the explicit sampling loop.
@@ -413,6 +412,9 @@ def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], see
         raise InvalidValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
     if batch_size < 1:
         raise InvalidValueError(f"batch_size must be >= 1, got {batch_size}")
+    from ..sampling import resolve_sampling
+
+    steps, guidance = resolve_sampling(pipe, steps, guidance)  # None -> the model's defaults
     if guidance <= 1.0:
         raise InvalidValueError(f"shielded generation uses classifier-free guidance; guidance must be > 1, "
                                 f"got {guidance}")
@@ -477,6 +479,6 @@ def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], see
     return images, info
 
 
-__all__ = ["Chain", "GuidanceTerm", "Plan", "ProtectedConcept", "Shield", "as_shield", "catalogue_keywords",
+__all__ = ["Chain", "GuidanceTerm", "Plan", "ProtectedConcept", "Shield", "as_shield",
            "get_shield", "make_combine", "parse_options", "parse_spec", "protect", "regenerated_seed", "run_plan",
            "shielded_generate", "shields"]

@@ -154,36 +154,18 @@ class TextEmbedder:
 
 
 # ------------------------------------------------------------------------------------------------ calibration data
-def toyworld_negatives(concepts: Sequence[ProtectedConcept], n: int = 400, seed: int = 1234) -> list[str]:
-    """Unprotected toy-world prompts for calibration: `n` training-grammar captions of random scenes that show none of
-    the protected concepts, plus every unprotected concept's training phrases on their own (its name and
-    keywords / style descriptions / synonyms / indirect phrases: the closest negatives). Held-out phrasings and
-    templates are never used, so the evaluation prompts of `erasekit.world.prompts_for` stay unseen."""
-    from ..world import CATALOGUE
-    from ..world.captions import caption
-    from ..world.oracle import random_scenes
-    from . import catalogue_keywords
+def world_negatives(world: Any, concepts: Sequence[ProtectedConcept], n: int = 400, seed: int = 1234) -> list[str]:
+    """Unprotected calibration prompts from the world (`World.calibration_prompts`: never its evaluation wording);
+    a world that has none raises a message saying to pass negatives or a fixed threshold."""
+    from ..worlds import UnsupportedError, get_world
 
-    names = {c.name for c in concepts}
-    if any(not c.family for c in concepts):
-        bad = [c.name for c in concepts if not c.family]
-        raise InvalidValueError(f"{bad} are not toy-world concepts; pass negatives=[unprotected prompts] or a fixed "
-                                "threshold to calibrate a detector for them")
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    k = 0
-    while len(out) < n:
-        for scene in random_scenes(4 * n, seed + k):
-            if names.isdisjoint(scene.labels().values()):
-                out.append(caption(scene, rng))
-                if len(out) == n:
-                    break
-        k += 1
-    for family, items in CATALOGUE.items_by_family().items():
-        for c in items:
-            if c.name not in names:
-                out += [c.name, *catalogue_keywords(family, c)]
-    return out
+    world = get_world(world)
+    names = [c.name for c in concepts]
+    try:
+        return list(world.calibration_prompts(names, n, seed))
+    except UnsupportedError:
+        raise InvalidValueError(f"cannot calibrate a detector for {names}: world {world.name!r} has no calibration "
+                                "prompts; pass negatives=[unprotected prompts] or a fixed threshold") from None
 
 
 def calibrate_threshold(scores: np.ndarray, already: np.ndarray, target_fpr: float) -> float:
@@ -216,7 +198,8 @@ class ConceptDetector:
     def __init__(self, pipe: StableDiffusionPipeline | None, concepts: Sequence[ProtectedConcept],
                  threshold: float | None = None, target_fpr: float = 0.05, tokens: bool = True,
                  embedding: bool = True, spans: bool = False, pooling: str = "eos",
-                 negatives: Sequence[str] | None = None, n_calibration: int = 400, calibration_seed: int = 1234):
+                 negatives: Sequence[str] | None = None, n_calibration: int = 400, calibration_seed: int = 1234,
+                 world: Any = None):
         if not concepts:
             raise InvalidValueError("a detector needs at least one protected concept; got none")
         if not (tokens or embedding):
@@ -242,8 +225,9 @@ class ConceptDetector:
         if threshold is None:
             source = "user negatives"
             if negatives is None:
-                negatives = toyworld_negatives(self.concepts, n_calibration, calibration_seed)
-                source = f"toyworld training-grammar captions without protected concepts (seed {calibration_seed})"
+                negatives = world_negatives(world, self.concepts, n_calibration, calibration_seed)
+                source = (f"world {getattr(world, 'name', world)!r} calibration prompts without the protected "
+                          f"concepts (seed {calibration_seed})")
             negatives = list(negatives)
             if len(negatives) < 20:
                 raise InvalidValueError(f"calibration needs >= 20 unprotected prompts, got {len(negatives)}")
@@ -312,7 +296,7 @@ class DetectorConfig:
     spans: bool = field(default=False, metadata={"help": "compare every word span of the prompt, not only the whole"})
     pooling: str = field(default="eos", metadata={"help": "mean (over tokens, BOS excluded) or eos"})
     n_calibration: int = field(default=400, metadata={
-        "help": "toy-world captions drawn for calibration (plus every unprotected concept's phrases)"})
+        "help": "calibration prompts drawn from the world (World.calibration_prompts)"})
     calibration_seed: int = field(default=1234, metadata={"help": "seed of the calibration prompts"})
 
     def __post_init__(self) -> None:
@@ -334,11 +318,11 @@ def check_detection_fields(cfg: Any) -> None:
 
 
 def build_detector(cfg: Any, concepts: Sequence[ProtectedConcept], pipe: StableDiffusionPipeline | None,
-                   negatives: Sequence[str] | None) -> ConceptDetector:
+                   negatives: Sequence[str] | None, world: Any = None) -> ConceptDetector:
     """A `ConceptDetector` from the detection fields of a DetectorConfig / GuardiansConfig."""
     return ConceptDetector(pipe, concepts, threshold=cfg.threshold, target_fpr=cfg.target_fpr, tokens=cfg.tokens,
                            embedding=cfg.embedding, spans=cfg.spans, pooling=cfg.pooling, negatives=negatives,
-                           n_calibration=cfg.n_calibration, calibration_seed=cfg.calibration_seed)
+                           n_calibration=cfg.n_calibration, calibration_seed=cfg.calibration_seed, world=world)
 
 
 class PromptDetector(Shield):
@@ -353,9 +337,10 @@ class PromptDetector(Shield):
     needs_pipe = True
 
     def __init__(self, config: DetectorConfig | None = None, concepts: Sequence[str | ProtectedConcept] = (),
-                 pipe: StableDiffusionPipeline | None = None, negatives: Sequence[str] | None = None):
+                 pipe: StableDiffusionPipeline | None = None, negatives: Sequence[str] | None = None,
+                 world: Any = None):
         super().__init__(config, concepts)
-        self.detector = build_detector(self.config, self.concepts, pipe, negatives)
+        self.detector = build_detector(self.config, self.concepts, pipe, negatives, world)
 
     def prepare(self, prompts: list[str]) -> tuple[list[str], np.ndarray, dict[str, list]]:
         d = self.detector.detect(prompts)
@@ -375,7 +360,9 @@ NUDENET_EXPOSED = NUDENET_CLASSES  # the pinned nudity classes of `erasekit.eval
 @dataclass(frozen=True)
 class ImageFilterConfig:
     action: str = field(default="block", metadata={"help": "block (black image) or regenerate with a fresh seed"})
-    classifier: str = field(default="oracle", metadata={"help": "oracle (toy world), nudenet, or custom (callable)"})
+    classifier: str = field(default="world", metadata={
+        "help": "'world' (the world's evaluator, e.g. the toy oracle), a registered evaluator name (nudenet, ...), "
+                "or custom (a callable); 'oracle' = 'world'"})
     max_tries: int = field(default=2, metadata={"help": "regenerations per flagged image before blocking it"})
     nudenet_threshold: float = field(default=0.6, metadata={"help": "NudeNet detection score threshold"})
     nudenet_classes: tuple[str, ...] = field(default=NUDENET_EXPOSED, metadata={"help": "NudeNet classes that flag"})
@@ -383,9 +370,10 @@ class ImageFilterConfig:
     def __post_init__(self) -> None:
         if self.action not in ("block", "regenerate"):
             raise InvalidValueError(f"image_filter action must be 'block' or 'regenerate', got {self.action!r}")
-        if self.classifier not in ("oracle", "nudenet", "custom"):
-            raise InvalidValueError(f"image_filter classifier must be oracle, nudenet or custom, "
-                                    f"got {self.classifier!r}")
+        if self.classifier not in ("world", "oracle", "custom"):
+            from ..evaluators import evaluators
+
+            evaluators.get(self.classifier)  # unknown names raise with close matches
         if self.max_tries < 0:
             raise InvalidValueError(f"max_tries must be >= 0, got {self.max_tries}")
         if not 0.0 < self.nudenet_threshold < 1.0:
@@ -394,9 +382,10 @@ class ImageFilterConfig:
 
 class ImageFilter(Shield):
     """Output filter: flags generated images showing a protected concept; `shielded_generate` blocks (black image) or
-    regenerates them. Classifiers: the toy-world oracle (flags an image whose predicted class of the concept's family
-    is the concept), NudeNet (any of `nudenet_classes` at >= `nudenet_threshold`; AGPL, optional, lazily imported), or
-    a callable `(N, H, W, 3) uint8 -> (N,) bool` (classifier="custom")."""
+    regenerates them. Classifiers: an `erasekit.evaluators.Evaluator` — the world's own (default; the toy world's
+    oracle), a registered one by name, or `evaluator=` an object — flags an image that `evaluator.shows` a protected
+    concept; NudeNet takes `nudenet_classes` / `nudenet_threshold` (AGPL, optional, lazily imported); or a callable
+    `(N, H, W, 3) uint8 -> (N,) bool` (classifier="custom")."""
 
     name = "image_filter"
     config_cls = ImageFilterConfig
@@ -404,7 +393,8 @@ class ImageFilter(Shield):
     is_filter = True
 
     def __init__(self, config: ImageFilterConfig | None = None, concepts: Sequence[str | ProtectedConcept] = (),
-                 classifier: Callable[[np.ndarray], np.ndarray] | None = None, oracle: Any = None):
+                 classifier: Callable[[np.ndarray], np.ndarray] | None = None, evaluator: Any = None,
+                 world: Any = None):
         super().__init__(config, concepts)
         kind = self.config.classifier
         self._fn: Callable[[np.ndarray], np.ndarray]
@@ -416,42 +406,43 @@ class ImageFilter(Shield):
                                         f"(N,) bool>, got {classifier!r}")
             self._fn, self._id = classifier, {"classifier": "custom", "callable": getattr(classifier, "__qualname__",
                                                                                         repr(classifier))}
-        elif kind == "oracle":
-            self._init_oracle(oracle)
-        else:
-            self._init_nudenet()
+            return
+        self._init_evaluator(self._evaluator(kind, evaluator, world))
 
-    def _init_oracle(self, oracle: Any) -> None:
+    def _evaluator(self, kind: str, evaluator: Any, world: Any) -> Any:
+        from ..evaluators import get_evaluator
+        from ..worlds import get_world
+
+        if evaluator is not None:
+            return get_evaluator(evaluator)
+        if kind == "nudenet":
+            return get_evaluator("nudenet", threshold=self.config.nudenet_threshold,
+                                 classes=self.config.nudenet_classes, allow_unpinned=True)  # a defence may run unpinned
+        if kind not in ("world", "oracle"):
+            return get_evaluator(kind)
+        w = get_world(world)
+        if not w.evaluator:
+            raise InvalidValueError(f"world {w.name!r} has no evaluator for the image filter; use "
+                                    "image_filter:classifier=<evaluator name> (e.g. nudenet) or classifier=custom")
+        return get_evaluator(w.evaluator)
+
+    def _init_evaluator(self, ev: Any) -> None:
         if not self.concepts:
-            raise InvalidValueError("the oracle filter needs protected toy-world concepts; got none")
-        bad = [c.name for c in self.concepts if not c.family]
-        if bad:
-            raise InvalidValueError(f"the toy-world oracle cannot see {bad}: not catalogue concepts; "
-                                    "use classifier=nudenet or classifier=custom")
-        if oracle is None:
-            from ..world import load_oracle
-
-            oracle = load_oracle()
-        targets = [(c.family, c.name) for c in self.concepts]
+            raise InvalidValueError(f"the {ev.name} image filter needs protected concepts (--protect NAME); got none")
+        names = [c.name for c in self.concepts]
+        for n in names:
+            ev.target(n)  # an evaluator that cannot see a protected concept fails here, naming it
 
         def flag(images: np.ndarray) -> np.ndarray:
-            pred = oracle.predict(images)
-            return np.array([any(p[f] == n for f, n in targets) for p in pred], dtype=bool)
-
-        self._fn, self._id = flag, {"classifier": "oracle", "oracle": oracle.identity() | {"classes": "(omitted)"},
-                                    "rule": "flag if predicted class of the concept's family == concept"}
-
-    def _init_nudenet(self) -> None:
-        from ..evaluators import NudeNetEvaluator  # AGPL-3.0 package, imported only here; a defence may run unpinned
-
-        ev = NudeNetEvaluator(self.config.nudenet_threshold, self.config.nudenet_classes, allow_unpinned=True)
-
-        def flag(images: np.ndarray) -> np.ndarray:
-            return ev.scores(images) >= ev.threshold
+            hits = np.zeros(len(images), dtype=bool)
+            for n in names:
+                hits |= ev.shows(images, n)
+            return hits
 
         ident = ev.identity()
-        self._fn, self._id = flag, {"classifier": "nudenet", **{k: ident[k] for k in (
-            "version", "weights_sha256", "pinned", "threshold", "classes")}}
+        self._fn, self._id = flag, {"classifier": ev.name, "evaluator": {k: v for k, v in ident.items()
+                                                                         if k != "classes"},
+                                    "rule": "flag if the evaluator shows any protected concept"}
 
     def flag(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         out = np.asarray(self._fn(images), dtype=bool).reshape(-1)
@@ -472,5 +463,5 @@ class ImageFilter(Shield):
 
 
 __all__ = ["ConceptDetector", "Detection", "DetectorConfig", "ImageFilter", "ImageFilterConfig", "PromptDetector",
-           "TextEmbedder", "calibrate_threshold", "drop_terms", "find_terms", "protect", "tidy", "toyworld_negatives",
+           "TextEmbedder", "calibrate_threshold", "drop_terms", "find_terms", "protect", "tidy", "world_negatives",
            "word_spans"]

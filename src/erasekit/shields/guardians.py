@@ -22,6 +22,8 @@ the official code and not implemented.
 
 from __future__ import annotations
 
+from typing import Any
+
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +51,7 @@ class GuardiansConfig:
     spans: bool = field(default=False, metadata={"help": "compare every word span of the prompt"})
     pooling: str = field(default="eos", metadata={"help": "mean or eos pooling of the text states"})
     n_calibration: int = field(default=400, metadata={
-        "help": "toy-world captions drawn for calibration (plus every unprotected concept's phrases)"})
+        "help": "calibration prompts drawn from the world (World.calibration_prompts)"})
     calibration_seed: int = field(default=1234, metadata={"help": "seed of the calibration prompts"})
 
     def __post_init__(self) -> None:
@@ -99,9 +101,10 @@ class Guardians(Shield):
     needs_pipe = True
 
     def __init__(self, config: GuardiansConfig | None = None, concepts: Sequence[str | ProtectedConcept] = (),
-                 pipe: StableDiffusionPipeline | None = None, negatives: Sequence[str] | None = None):
+                 pipe: StableDiffusionPipeline | None = None, negatives: Sequence[str] | None = None,
+                 world: Any = None):
         super().__init__(config, concepts)
-        self.detector = build_detector(self.config, self.concepts, pipe, negatives)
+        self.detector = build_detector(self.config, self.concepts, pipe, negatives, world)
 
     def condition(self, pipe: StableDiffusionPipeline, plan: Plan) -> tuple[Plan, dict[str, list]]:
         det = self.detector.detect(plan.prompts)

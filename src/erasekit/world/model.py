@@ -59,6 +59,12 @@ def train_scheduler() -> DDPMScheduler:
     return DDPMScheduler(**scheduler_config())
 
 
+# The toy model's sampling defaults, written into every trained pipeline's erasekit.json (the core reads them there):
+# 25 DDIM steps; guidance 5.0 chosen by `python bench/fidelity.py --guidance 5,7.5` (direct prompts).
+SAMPLE_STEPS = 25
+SAMPLE_GUIDANCE = 5.0
+
+
 def sample_scheduler() -> DDIMScheduler:
     return DDIMScheduler(**scheduler_config(), set_alpha_to_one=False)
 

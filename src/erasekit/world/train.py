@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..io import atomic_write_text
+from ..io import atomic_write_text, load_checkpoint
 from ..tokenizer import clip_tokenizer
 from .catalogue import CATALOGUE, FAMILIES, Catalogue
 from .dataset import build_dataset
-from .model import new_text_encoder, new_unet, new_vae, sample_scheduler, train_scheduler
+from .model import SAMPLE_GUIDANCE, SAMPLE_STEPS, new_text_encoder, new_unet, new_vae, sample_scheduler, train_scheduler
 from .oracle import OracleTrainConfig, ToyOracle, random_scenes, to_tensor, train_oracle
 from .render import render
 
@@ -93,7 +93,7 @@ def train_vae(images: np.ndarray, cfg: TrainConfig, ckpt: Path, progress: Progre
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.vae_steps))
     start = 0
     if ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
+        st = load_checkpoint(ckpt)
         vae.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         gen.set_state(st["gen"])
         start = st["step"]
@@ -207,7 +207,7 @@ def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.
     start = 0
     ckpt = ckpt_dir / "diffusion.pt"
     if ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
+        st = load_checkpoint(ckpt)
         unet.load_state_dict(st["unet"]), te.load_state_dict(st["te"]), ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"]), lr_s.load_state_dict(st["sched"])
         gen.set_state(st["gen"])
@@ -296,7 +296,7 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
     t = time.time()
     vae_ckpt = ckpt_dir / "vae_done.pt"
     if vae_ckpt.exists():
-        st = torch.load(vae_ckpt, weights_only=False)
+        st = load_checkpoint(vae_ckpt)
         vae = new_vae()
         vae.load_state_dict(st["model"])
         vae.register_to_config(scaling_factor=st["info"]["scaling_factor"])
@@ -330,7 +330,7 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
         te_ckpt = ckpt_dir / "text_done.pt"
         if te_ckpt.exists():
             te0 = new_text_encoder()
-            te0.load_state_dict(torch.load(te_ckpt, weights_only=False)["te"])
+            te0.load_state_dict(load_checkpoint(te_ckpt)["te"])
         else:
             with torch.no_grad():
                 feats = oracle.embed(to_tensor(data.images))
@@ -347,6 +347,9 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
                                    requires_safety_checker=False)
     pipe.to(torch.float16)
     pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    card = {"world": "toyworld", "sampling": {"steps": SAMPLE_STEPS, "guidance": SAMPLE_GUIDANCE},
+            "note": "read by erasekit's core: the world of this model and its sampling defaults"}
+    atomic_write_text(out / "pipeline" / "erasekit.json", json.dumps(card, indent=1))
     manifest = {
         "erasekit_version": __version__, "command": command or " ".join(sys.argv), "config": asdict(cfg),
         "dataset": data.manifest, "oracle": {k: v for k, v in oracle_info.items() if k != "config"},

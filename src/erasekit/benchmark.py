@@ -1,0 +1,252 @@
+"""Benchmarks as data: a bench spec (YAML) names a suite, concepts and variants — erasers with options, shields,
+attacks and their combinations — and `run_bench` measures them all through the one evaluation harness.
+
+    erasekit bench --spec erasure-toy --out runs/bench/erasure       # a shipped spec (src/erasekit/benchmarks/)
+    erasekit bench --spec my-bench.yaml --out runs/mine --markdown table.md
+
+For every concept, each variant's eraser (if any) erases it from the base model — the request comes from the world
+(`World.concept(c).request()`: erase prompts, guide, preserve set) unless the variant gives its own, fine-tuning
+methods stop early when the suite's evaluator no longer sees the concept (`erasers._training.concept_hooks`) — and
+the edit is saved under `<out>/edits/`; then `erasekit.evaluation.evaluate` runs base + every variant on that concept
+(same seeds, same cache rules), and the per-concept results are merged into `<out>/results.json`. Every number of a
+published table comes from that file through `erasekit.report.markdown.results_table`: nothing here computes a metric.
+
+Spec keys (see the shipped specs):
+
+    name, description
+    suite: default            # shipped suite name or YAML path; the model, world, evaluator and seeds come from it
+    limit: 8                  # cap every prompt set (None: the suite's counts)
+    steps: 10                 # override the suite's sampling steps (None: the suite's)
+    concepts: [Zorbo, ...]    # targets (default: the suite's)
+    variants:                 # base is always measured
+      - name: uce+tpl
+        method: uce           # a registered eraser ("" / absent: no weight edit)
+        options: {expand_prompts: true}
+        templates: 8          # add 8 training-style templates from the world (methods with a `templates` option)
+        shield: "sld:strong"  # optional shield spec (protects the concept)
+        attack: "copycat:steps=4"   # optional attack spec (robustness metrics)
+        early_stop: true      # fine-tuning: stop when the evaluator no longer sees the concept
+    table: [detection, detection_generality, accuracy_neighbours, image_drift, edit_seconds]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import InvalidValueError, UnknownNameError
+from .io import atomic_write_text, slug
+
+VARIANT_KEYS = ("name", "method", "options", "templates", "shield", "attack", "early_stop", "request")
+SPEC_KEYS = ("name", "description", "suite", "limit", "steps", "concepts", "variants", "table")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One row of a benchmark: an optional eraser (+ options), shield and attack."""
+
+    name: str
+    method: str = ""
+    options: dict = field(default_factory=dict)
+    templates: int = 0
+    shield: str | None = None
+    attack: str | None = None
+    early_stop: bool = True
+    request: dict = field(default_factory=dict)  # overrides of the world's erase request (erase / guide / preserve)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidValueError(f"a bench variant needs a non-empty name, got {self.name!r}")
+        if self.name == "base":
+            raise InvalidValueError("'base' is measured in every benchmark; name the variant something else")
+        if not isinstance(self.templates, int) or isinstance(self.templates, bool) or self.templates < 0:
+            raise InvalidValueError(f"variant {self.name!r}: templates must be an integer >= 0, got {self.templates!r}")
+        for k in self.request:
+            if k not in ("erase", "guide", "preserve"):
+                raise UnknownNameError(f"request key of variant {self.name!r}", k, ("erase", "guide", "preserve"))
+        if not (self.method or self.shield or self.attack):
+            raise InvalidValueError(f"variant {self.name!r} has no method, shield or attack: it would be the base")
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    name: str
+    variants: tuple[VariantSpec, ...]
+    suite: str = "default"
+    limit: int | None = None
+    steps: int | None = None  # overrides the suite's sampling steps (CPU budgets)
+    concepts: tuple[str, ...] = ()
+    table: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            raise InvalidValueError(f"bench spec {self.name!r} has no variants")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise InvalidValueError(f"bench spec {self.name!r} repeats a variant name: {names}")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise InvalidValueError(f"bench spec {self.name!r}: limit must be an integer >= 1, got {self.limit!r}")
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def shipped_specs() -> list[str]:
+    root = resources.files("erasekit").joinpath("benchmarks")
+    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_bench_spec(name_or_path: str) -> BenchSpec:
+    """A shipped spec by name (`erasekit ls benchmarks`) or a YAML file path; errors name the file and the key."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text, where = path.read_text(), str(path)
+    else:
+        if name_or_path not in shipped_specs():
+            raise UnknownNameError("bench spec", name_or_path, shipped_specs())
+        text = resources.files("erasekit").joinpath("benchmarks", f"{name_or_path}.yaml").read_text()
+        where = f"benchmarks/{name_or_path}.yaml"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InvalidValueError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(raw, dict):
+        raise InvalidValueError(f"{where}: a bench spec is a YAML mapping")
+    for k in raw:
+        if k not in SPEC_KEYS:
+            raise UnknownNameError(f"key of {where}", k, SPEC_KEYS)
+    variants = []
+    for i, v in enumerate(raw.get("variants") or []):
+        if not isinstance(v, dict):
+            raise InvalidValueError(f"{where}: variants[{i}] must be a mapping with a name, got {v!r}")
+        for k in v:
+            if k not in VARIANT_KEYS:
+                raise UnknownNameError(f"key of {where} variants[{i}]", k, VARIANT_KEYS)
+        variants.append(VariantSpec(**{k: (dict(val) if k in ("options", "request") else val)
+                                       for k, val in v.items() if val is not None}))
+    concepts = raw.get("concepts") or ()
+    if isinstance(concepts, str) or not all(isinstance(c, str) and c.strip() for c in concepts):
+        raise InvalidValueError(f"{where}: concepts must be a list of names, got {concepts!r}")
+    return BenchSpec(name=str(raw.get("name") or path.stem), variants=tuple(variants),
+                     suite=str(raw.get("suite") or "default"), limit=raw.get("limit"), steps=raw.get("steps"), concepts=tuple(concepts),
+                     table=tuple(raw.get("table") or ()), description=str(raw.get("description") or "").strip())
+
+
+def _edit_for(pipe: Any, world: Any, evaluator: Any, concept: str, v: VariantSpec, out: Path,
+              progress: Callable[..., None] | None) -> tuple[str, float]:
+    """Erase `concept` with the variant's method (or reuse the edit saved by an identical earlier run)."""
+    from .edits import Edit
+    from .erasers import erase, get_eraser
+    from .fingerprint import pipeline_fingerprint
+
+    method = get_eraser(v.method)
+    request = world.concept(concept).request() | dict(v.request)
+    options = dict(v.options)
+    if v.templates:
+        if "templates" not in {f for f in method.config_cls.__dataclass_fields__}:
+            raise InvalidValueError(f"variant {v.name!r}: method {v.method!r} takes no templates option")
+        options["templates"] = tuple(world.templates(concept, v.templates))
+    key = hashlib.sha256(json.dumps({"method": v.method, "options": options, "request": request,
+                                     "early_stop": v.early_stop, "base": pipeline_fingerprint(pipe)["sha256"]},
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = out / "edits" / f"{slug(v.name)}-{slug(concept)}-{key}.safetensors"
+    if path.exists():
+        return str(path), float(Edit.load(path).manifest.get("edit_seconds", 0.0))
+    hooks = None
+    if method.trains and v.early_stop:
+        from .erasers._training import concept_hooks
+
+        hooks = concept_hooks(world, evaluator, concept, progress=progress)
+    t0 = time.perf_counter()
+    edit = erase(pipe, v.method, request["erase"], preserve=request["preserve"], guide=request["guide"],
+                 hooks=hooks, **options)
+    seconds = time.perf_counter() - t0
+    edit.save(path)
+    return str(path), seconds
+
+
+def run_bench(spec: BenchSpec, out: str | Path, pipe: Any = None, model: str | None = None,
+              progress: Callable[..., None] | None = None, suite: Any = None, evaluator: Any = None,
+              clip: str | None = None) -> dict:
+    """Run every variant of `spec` on every concept through `erasekit.evaluation.evaluate`; write and return the
+    merged results ({"variants": {name: {"metrics": {concept: {...}}, "mean": {...}, "cost": {...}}}, ...}).
+
+    suite: a `Suite` object replacing the spec's (its limit/steps still apply); evaluator / clip: as for
+    `evaluate`."""
+    from .evaluation import Variant, evaluate, evaluator_for
+    from .models import load_pipeline
+    from .suite import load_suite
+
+    out = Path(out)
+    suite = (suite if suite is not None else load_suite(spec.suite)).limited(spec.limit)
+    if spec.steps is not None:
+        suite = dataclasses.replace(suite, steps=spec.steps)
+    model = model or suite.model
+    if pipe is None and not model:
+        raise InvalidValueError(f"suite {suite.name!r} names no model; pass --model PATH")
+    evaluator = evaluator_for(suite, evaluator)
+    world = suite.world_for(evaluator)
+    concepts = list(spec.concepts or suite.targets)
+    for c in concepts:
+        world.concept(c)  # unknown concepts fail before any work
+    from .erasers import get_eraser
+
+    for v in spec.variants:
+        if v.method:
+            get_eraser(v.method).make_config(dict(v.options))  # unknown methods/options fail before any work
+    pipe = pipe if pipe is not None else load_pipeline(model)
+    parts: dict[str, dict] = {}
+    for concept in concepts:
+        variants = []
+        for v in spec.variants:
+            edits: tuple[str, ...] = ()
+            cost: dict[str, float] = {}
+            if v.method:
+                path, seconds = _edit_for(pipe, world, evaluator, concept, v, out, progress)
+                edits, cost = (path,), {"edit_seconds": round(seconds, 4)}
+            variants.append(Variant(v.name, edits=edits, shield=v.shield, attack=v.attack, cost=cost))
+        parts[concept] = evaluate(suite, variants, out / slug(concept), model=model, targets=[concept],
+                                  progress=progress, pipe=pipe, evaluator=evaluator, clip=clip)
+    merged = merge_results(parts)
+    merged["bench"] = {"spec": asdict(spec), "spec_sha256": spec.sha256(), "concepts": concepts}
+    atomic_write_text(out / "results.json", json.dumps(merged, indent=1, allow_nan=False))
+    atomic_write_text(out / "samples.jsonl", "".join((out / slug(c) / "samples.jsonl").read_text() for c in concepts))
+    return merged
+
+
+def merge_results(parts: dict[str, dict]) -> dict:
+    """One result whose variants hold every concept's metrics (per-concept result files stay in their folders);
+    costs are medians over concepts, means are over concepts."""
+    merged: dict[str, Any] = {"variants": {}, "targets": list(parts)}
+    for concept, res in parts.items():
+        for name, v in res["variants"].items():
+            slot = merged["variants"].setdefault(name, {"metrics": {}, "cost": {}, "edits": [], "shield": v.get("shield"),
+                                                        "attack": v.get("attack")})
+            slot["metrics"][concept] = v["metrics"][concept]
+            slot["edits"] += list(v.get("edits") or [])
+            for k, val in (v.get("cost") or {}).items():
+                if isinstance(val, (int, float)) and not isinstance(val, bool):
+                    slot["cost"].setdefault(k, []).append(val)
+    for v in merged["variants"].values():
+        v["cost"] = {k: float(np.median(vals)) for k, vals in v["cost"].items()}
+        keys = sorted({k for pt in v["metrics"].values() for k in pt})
+        v["mean"] = {k: float(np.mean([pt[k] for pt in v["metrics"].values() if k in pt])) for k in keys}
+    first = next(iter(parts.values()))
+    for k in first:
+        if k not in ("variants", "targets"):
+            merged[k] = first[k]
+    return merged
+
+
+__all__ = ["BenchSpec", "VariantSpec", "load_bench_spec", "merge_results", "run_bench", "shipped_specs"]

@@ -1,0 +1,107 @@
+"""Stage 4 of an evaluation: aggregate per-target metrics into per-variant means and costs, record the provenance
+(everything the cache key holds, and more), and write results.json (strict JSON) + samples.jsonl atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import InvalidValueError
+from ..io import atomic_write_text
+from ..metrics import metrics_info
+from .plan import Plan
+from .score import attack_metrics, target_metrics
+
+
+def _edit_cost(edits: list) -> dict:
+    if not edits:
+        return {"parameters_changed": 0, "edit_bytes": 0}
+    out = {"parameters_changed": int(sum(e.num_parameters() if hasattr(e, "num_parameters") else
+                                         sum(t.numel() for t in e.tensors.values()) for e in edits)),
+           "edit_bytes": int(sum(e.num_bytes() for e in edits))}
+    secs = [e.manifest.get("edit_seconds") for e in edits]
+    if all(isinstance(x, (int, float)) for x in secs):
+        out["edit_seconds"] = round(float(sum(secs)), 4)
+    return out
+
+
+def aggregate(plan: Plan, out: Path, images: dict, labels: dict, samples: list[dict], seconds: dict[str, float],
+              scorer: Any, t_start: float) -> dict:
+    """The results dict (what results.json holds)."""
+    clip: dict[tuple[str, str, str], list[float]] = {}
+    for s in samples:
+        if "clip_score" in s:
+            clip.setdefault((s["variant"], s["target"], s["set"]), []).append(s["clip_score"])
+    results: dict[str, Any] = {"variants": {}, "targets": plan.targets}
+    for pv in plan.variants:
+        per_target: dict[str, dict[str, float]] = {}
+        attacks: dict[str, dict] = {}
+        for t in plan.targets:
+            m = target_metrics(plan, pv.name, t, images, labels, clip)
+            if pv.attack is not None:
+                am, attacks[t] = attack_metrics(plan, out, pv.name, t)
+                m |= am
+            per_target[t] = m
+        keys = sorted({k for pt in per_target.values() for k in pt})
+        entry: dict[str, Any] = {
+            "edits": pv.edit_info, "shield": pv.shield and pv.shield["spec"], "attack": pv.attack and pv.attack["spec"],
+            "metrics": per_target,
+            "mean": {k: float(np.mean([pt[k] for pt in per_target.values() if k in pt])) for k in keys},
+            "cost": {**pv.variant.cost, "generation_seconds": round(seconds.get(pv.name, 0.0), 2),
+                     **_edit_cost(pv.edits)},
+        }
+        if pv.attack is not None:
+            entry["attacks"] = attacks
+            entry["cost"]["attack_seconds"] = round(sum(a["attack_seconds"] for a in attacks.values()), 2)
+        results["variants"][pv.name] = entry
+    names = sorted({k for v in results["variants"].values() for k in list(v["mean"]) + list(v["cost"])})
+    results["metrics_info"] = metrics_info(names)
+    results["sets"] = {t: {s: len(p) for s, p in by_set.items()} for t, by_set in plan.sets.items()}
+    results["provenance"] = provenance(plan, scorer, t_start)
+    return results
+
+
+def provenance(plan: Plan, scorer: Any, t_start: float) -> dict:
+    """Everything that determined the numbers: versions, model fingerprint, sampling, suite, world, evaluator."""
+    from dataclasses import asdict
+
+    return {
+        "erasekit_version": __version__, "model": plan.model, "weights": plan.fingerprint["weights"],
+        "weights_sha256": plan.fingerprint["sha256"], "dtype": plan.fingerprint["dtype"],
+        "device": plan.fingerprint["device"], "scheduler": plan.fingerprint["scheduler"],
+        "steps": plan.steps, "guidance": plan.guidance, "seed": plan.suite.seed,
+        "suite": plan.suite.name, "suite_sha256": plan.suite.sha256(), "suite_settings": asdict(plan.suite),
+        "world": plan.world.identity(), "evaluator": plan.evaluator.identity(),
+        **({"alignment": scorer.identity()} if scorer is not None else {}),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "seconds": round(time.time() - t_start, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _check_finite(x: Any, where: str = "results") -> None:
+    if isinstance(x, float) and not math.isfinite(x):
+        raise InvalidValueError(f"{where} is {x}: refusing to write a non-finite number into results.json")
+    if isinstance(x, dict):
+        for k, v in x.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(x, (list, tuple)):
+        for i, v in enumerate(x):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def write_results(out: Path, results: dict, samples: list[dict]) -> None:
+    """results.json (strict JSON: NaN/inf refused, naming the key) and samples.jsonl, each written atomically."""
+    _check_finite(results)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, allow_nan=False))
+    atomic_write_text(out / "samples.jsonl", "".join(json.dumps(s, allow_nan=False) + "\n" for s in samples))
+
+
+__all__ = ["aggregate", "provenance", "write_results"]

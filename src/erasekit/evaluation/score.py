@@ -1,0 +1,97 @@
+"""Stage 3 of an evaluation: score. The evaluator labels every cached image once (the labels go to samples.jsonl and
+are never recomputed by the report); every number is computed by a `Metric` object of `erasekit.metrics` and named
+in its one vocabulary (`RESULT_METRICS`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import IntegrityError
+from ..metrics import (GENERALITY_SETS, AttackSuccessRate, DetectionRate, ImageDrift, LabelAccuracy)
+from .generate import load_images
+from .plan import BASE, Plan, attack_dir, cache_path
+
+CLIP_SETS = ("direct", "neighbours", "unrelated")  # sets scored for image-text alignment when a CLIP folder is given
+
+
+def label_units(plan: Plan, out: Path, scorer: Any = None) -> tuple[dict, dict, list[dict]]:
+    """(images, labels, samples): images[(variant, target, set)] (N, H, W, 3), labels[...] = evaluator predictions,
+    and one sample record per image (what samples.jsonl holds)."""
+    images: dict[tuple[str, str, str], np.ndarray] = {}
+    labels: dict[tuple[str, str, str], list[dict]] = {}
+    samples: list[dict] = []
+    for u in plan.units:
+        imgs = load_images(cache_path(out, u))
+        if imgs is None:
+            raise IntegrityError(f"cache file {cache_path(out, u)} is missing after generation (another process "
+                                 "removed it?); rerun the evaluation")
+        pred = plan.evaluator.predict(imgs)
+        clip = scorer.pair_scores(imgs, [p.text for p in u.prompts]) if scorer is not None and u.set in CLIP_SETS \
+            else None
+        images[(u.variant, u.target, u.set)], labels[(u.variant, u.target, u.set)] = imgs, pred
+        for i, (p, lab) in enumerate(zip(u.prompts, pred)):
+            samples.append({"variant": u.variant, "target": u.target, "set": u.set, "index": i, "prompt": p.text,
+                            "seed": u.seeds[i], "expected": p.labels, "labels": lab, "family": p.family,
+                            "cache": cache_path(out, u).name,
+                            **({"clip_score": round(float(clip[i]), 4)} if clip is not None else {})})
+    return images, labels, samples
+
+
+def target_metrics(plan: Plan, variant: str, target: str, images: dict, labels: dict,
+                   samples_clip: dict[tuple[str, str, str], list[float]]) -> dict[str, float]:
+    """Every metric of one variant on one target, computed through the Metric objects."""
+    family, label = plan.evaluator.target(target)
+    sets = plan.sets[target]
+    m: dict[str, float] = {}
+
+    def detection(s: str) -> float:
+        d = DetectionRate(family, label)
+        d.update(labels[(variant, target, s)])
+        return d.compute()
+
+    if "direct" in sets:
+        m["detection"] = detection("direct")
+    gen = [s for s in GENERALITY_SETS if s in sets]
+    for s in gen:
+        m[f"detection_{s}"] = detection(s)
+    if gen:
+        m["detection_generality"] = float(np.mean([m[f"detection_{s}"] for s in gen]))
+    for s in ("neighbours", "unrelated"):
+        if s not in sets:
+            continue
+        labelled = all(p.labels for p in sets[s])
+        if labelled:
+            acc = LabelAccuracy([family] if s == "neighbours" else None)
+            acc.update(labels[(variant, target, s)], [p.labels for p in sets[s]])
+            m[f"accuracy_{s}"] = acc.compute()
+        if s == "unrelated" or not labelled:
+            drift = ImageDrift()
+            drift.update(images[(variant, target, s)], images[(BASE, target, s)])
+            m["image_drift" + ("" if s == "unrelated" else f"_{s}")] = drift.compute()
+    for s in CLIP_SETS:
+        scores = samples_clip.get((variant, target, s))
+        if scores:
+            m[f"clip_score_{s}"] = float(max(np.mean(scores), 0.0))
+    return m
+
+
+def attack_metrics(plan: Plan, out: Path, variant: str, target: str) -> tuple[dict[str, float], dict]:
+    """(metrics, log) of a variant's attack on a target, from its result.json."""
+    unit = next(a for a in plan.attack_units if a.variant == variant and a.target == target)
+    directory = attack_dir(out, unit)
+    att = json.loads((directory / "result.json").read_text())
+    asr = AttackSuccessRate()
+    asr.update(att["pre"], att["post"])
+    rates = asr.rates()
+    log = {k: att[k] for k in ("attack", "prompts", "adv_prompts", "seeds", "pre", "post", "seconds",
+                               "attack_seconds", "checker", "config")}
+    log["images"] = str((directory / "images.npz").relative_to(out))
+    return {"attack_detection_pre": rates["pre"], "attack_detection_post": rates["post"],
+            "attack_success": rates["asr"]}, log
+
+
+__all__ = ["CLIP_SETS", "attack_metrics", "label_units", "target_metrics"]
