@@ -25,7 +25,7 @@ from erasekit import __version__, generate, load_pipeline
 from erasekit.io import atomic_write_text
 from erasekit.world.plugin import manifest as toyworld_manifest
 from erasekit.report.markdown import md_table, replace_section
-from erasekit.sampling import default_guidance
+from erasekit.sampling import sampling_defaults
 from erasekit.world import FAMILIES, load_oracle
 from erasekit.world.fidelity import measure_fidelity
 
@@ -72,7 +72,7 @@ def main() -> None:
         atomic_write_text(out_dir / "fidelity_sweep.json", json.dumps({"command": cmd, "rows": rows}, indent=1))
         return
 
-    g = default_guidance("toyworld")
+    g = sampling_defaults(pipe).guidance
     results = []
     for family, kind, n in SETS:
         r = measure_fidelity(pipe, oracle, family, kind, args.n or n, guidance=g)

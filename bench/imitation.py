@@ -99,13 +99,13 @@ def measure(model_dir: Path, n: int, concepts: list[str] | None = None) -> dict:
     from erasekit.cli.imitation_cmds import toy_dataset, toy_oracle
     from erasekit.world.imitation import toy_frequencies
     from erasekit.world.imitation import toy_imitation
-    from erasekit.sampling import default_guidance
+    from erasekit.sampling import sampling_defaults
 
     t = time.time()
     data = toy_dataset(model_dir)
     pipe, oracle = load_pipeline(str(model_dir / "pipeline")), toy_oracle(model_dir)
     scores = toy_imitation(pipe, oracle.embed, data, "artist", concepts, n=n, seed=0, steps=STEPS,
-                           guidance=default_guidance("toyworld"))
+                           guidance=sampling_defaults(pipe).guidance)
     freqs = toy_frequencies(data, "artist", list(scores))
     return {"model": str(model_dir.relative_to(ROOT)) if model_dir.is_relative_to(ROOT) else str(model_dir),
             "seconds": time.time() - t, "artists": {c: {"score": s.score, "k": s.k, "true": freqs[c].true,

@@ -13,7 +13,7 @@ import torch
 
 from erasekit import erase, load_pipeline
 from erasekit.erasers._closed_form import encode
-from erasekit.erasers.concepts import toyworld_request
+from erasekit.worlds import get_world
 
 UNRELATED = ["a red circle", "a blue square in the style of Cora Voss", "Mossy", "a green ring"]
 VARIANTS = [("uce", {}), ("rece", {"epochs": 0}), ("rece", {}), ("rece", {"regular_scale": 0.1}),
@@ -23,7 +23,7 @@ VARIANTS = [("uce", {}), ("rece", {"epochs": 0}), ("rece", {}), ("rece", {"regul
 def main(concept: str = "Zorbo") -> None:
     torch.manual_seed(0)
     pipe = load_pipeline("toyworld")
-    req = toyworld_request(concept)
+    req = get_world("toyworld").concept(concept).request()
     unrelated = encode(pipe, UNRELATED).hidden.float()  # (n, 77, d)
     rows = encode(pipe, [concept]).hidden.float()[0]
     sv = torch.linalg.svdvals(rows)

@@ -24,18 +24,18 @@ CONCEPT = "Zorbo"
 
 def main() -> None:
     from erasekit import erase, generate, load_pipeline
-    from erasekit.erasers.concepts import toyworld_request, toyworld_templates
+    from erasekit.worlds import get_world
     from erasekit.erasers.spm import Transport
-    from erasekit.sampling import default_guidance
+    from erasekit.sampling import sampling_defaults
     from erasekit.world import CATALOGUE, load_oracle, prompts_for
 
     torch.manual_seed(0)
     pipe, oracle = load_pipeline("toyworld"), load_oracle()
-    g = default_guidance("toyworld")
-    req = toyworld_request(CONCEPT)
+    g = sampling_defaults(pipe).guidance
+    req = get_world("toyworld").concept(CONCEPT).request()
     t = time.perf_counter()
     edit = erase(pipe, "spm", erase=req["erase"], preserve=req["preserve"], guide=req["guide"],
-                 templates=toyworld_templates(CONCEPT, n=8))
+                 templates=get_world("toyworld").templates(CONCEPT, 8))
     train_s = time.perf_counter() - t
     direct = [p.text for p in prompts_for("character", CONCEPT, "direct", 8, 0)]
     keyword = [p.text for p in prompts_for("character", CONCEPT, "keyword", 8, 2)]

@@ -21,7 +21,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def tiny_pipe():
     from erasekit.testing import tiny_pipeline
 
-    return tiny_pipeline(seed=0)
+    return tiny_pipeline(seed=0, world="toyworld")
 
 
 @pytest.fixture(scope="session")

@@ -75,13 +75,13 @@ def test_inner_attack_changes_only_its_prefix(tiny_pipe):
 
 def test_retain_prompts_default_and_override():
     req = EraseRequest(("triangle",), preserve=("square",))
-    pool = retain_prompts(req, AdvUnlearnConfig())
+    pool = retain_prompts(req, AdvUnlearnConfig(), "toyworld")
     assert len(pool) == 8 * 7 + 1 and not any("triangle" in p for p in pool) and pool[-1] == "square"
     pool = retain_prompts(EraseRequest(("Eiffel Tower",)), AdvUnlearnConfig(retain_preserve=False))
     assert pool[0] == "a photo of chair"
     assert retain_prompts(req, AdvUnlearnConfig(retain=("a cat",), retain_preserve=False)) == ["a cat"]
     with pytest.raises(InvalidValueError, match="no retain prompt is left"):
-        retain_prompts(req, AdvUnlearnConfig(retain=("a red triangle",), retain_preserve=False))
+        retain_prompts(req, AdvUnlearnConfig(retain=("a red triangle",), retain_preserve=False), "toyworld")
 
 
 def test_plug_and_play_swap_into_another_pipeline(tiny_pipe, tmp_path):

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from erasekit.attacks import AttackResult, attacks, get_attack, run_attack
-from erasekit.attacks._common import gradient_step, project_simplex
-from erasekit.attacks._text import encode_embeds, layout, layout_text, token_table
+from erasekit.attacks._common import project_simplex
 from erasekit.attacks.arithmetic import composition, composition_combine, parse_terms
+from erasekit.conditioning import encode_embeds, gradient_step, layout, layout_text, token_table
 from erasekit.errors import InvalidValueError, UnknownNameError
 
 TEST_CASES = [
@@ -248,8 +248,10 @@ def test_bad_inputs(edited_tiny):
         run_attack("arithmetic", target, "Zorbo", operators=("O4",))
     with pytest.raises(InvalidValueError, match="needs the base"):
         run_attack("softprompt", target, "Zorbo")
-    with pytest.raises(InvalidValueError, match="not in the catalogue"):
+    with pytest.raises(InvalidValueError, match="pass evaluator="):
         run_attack("copycat", target, "Mickey Mouse", oracle=object())
+    with pytest.raises(UnknownNameError, match="Mickey Mouse"):  # the toy oracle cannot see it
+        run_attack("copycat", target, "Mickey Mouse", evaluator="toyworld-oracle", keywords=("mouse",))
     with pytest.raises(InvalidValueError, match="needs keywords"):
         run_attack("copycat", target, "Mickey Mouse", sample_steps=1)
     with pytest.raises(InvalidValueError, match="guidance must be > 1"):
@@ -276,8 +278,7 @@ def test_rece_embedding_inverts_a_uce_edit_on_the_toy_model(toy_base):
     from erasekit import erase
     from erasekit.attacks import AttackContext
     from erasekit.attacks.rece_embedding import RECEEmbeddingConfig, rece_embedding
-    from erasekit.erasers._closed_form import kv_weights
-    from erasekit.sampling import encode_prompts
+    from erasekit.conditioning import encode_prompts, kv_weights
 
     base = toy_base
     target = copy.deepcopy(base)
@@ -297,8 +298,8 @@ def test_rece_embedding_inverts_a_uce_edit_on_the_toy_model(toy_base):
 def test_copycat_keyword_prompts_reach_the_character_without_naming_it(toy_base, oracle):
     """On the base model, CopyCat's keyword prompts ("tin robot", ...) never name Zorbo yet produce it on most seeds
     (the "videogame, plumber" effect the toy world is built to have). Whether they also revive a UCE-erased Zorbo is
-    measured by bench/attacks.py, not asserted: on the shipped toy model they do not (UCE's edit generalises to them)."""
-    r = run_attack("copycat", toy_base, "Zorbo", oracle=oracle, n_prompts=6, steps=6, sample_steps=15,
+    measured by the attacks-toy benchmark spec, not asserted: on the shipped toy model they do not (UCE's edit generalises to them)."""
+    r = run_attack("copycat", toy_base, "Zorbo", evaluator="toyworld-oracle", n_prompts=6, steps=6, sample_steps=15,
                    skip_broken=False, stop_on_success=True)
     assert all("zorbo" not in p.lower() for p in r.adv_prompts)
     assert np.mean(r.post) >= 0.5

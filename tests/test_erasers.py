@@ -219,7 +219,8 @@ def test_uce_empty_guide_official_bos_and_aligned(tiny64):
 
 
 def test_uce_tensor_technique_matches_direct(tiny64):
-    edit = erase(tiny64, "uce", erase=["Zorbo"], guide="a robot", technique="tensor", token="span", lamb=0.5)
+    edit = erase(tiny64, "uce", erase=["Zorbo"], guide="a robot", technique="tensor", token="span", lamb=0.5,
+                 preserve_scale=0.0)  # span keeps E("") rows by default; weight 0 leaves the bare formula
     ee, ke = _rows_official(tiny64, "Zorbo")
     eg, kg = _rows_official(tiny64, "a robot")
     far = max(ke, kg)
@@ -275,7 +276,7 @@ def test_rece_adversarial_embedding_matches_least_squares(standard):
 def test_rece_matches_direct_implementation(tiny64):
     """UCE (paper-era span) then one epoch: regzero adversarial embedding of all 77 rows, UCE edit of the current
     weights c' -> W_cur E(guide), preserving E("") (lamb 0.1, erase 1, preserve 0.1), written out directly."""
-    edit = erase(tiny64, "rece", erase=["Zorbo"], guide="a robot", regular_scale=0.05)
+    edit = erase(tiny64, "rece", erase=["Zorbo"], guide="a robot", regular_scale=0.05, start="plain")
     start = _uce_direct(tiny64, ["Zorbo"], ["a robot"], [], 0.5, 1.0, 0.1, token="span")
     names = list(start)
     orig = [layer.weight.detach() for layer in cross_attention_kv(tiny64.unet).values()]

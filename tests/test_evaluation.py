@@ -33,7 +33,7 @@ def test_default_suite_loads_and_hash_is_stable():
     ("name: x\nworld: toyworld\ntargets: [Zorbo]\nsamples: {direct: 2}\nsampling: {stpes: 3}\n", UnknownNameError, "steps"),
     ("name: x\nworld: toyworld\ntargets: [Zorbbo]\nsamples: {direct: 2}\n", UnknownNameError, "Zorbo"),
     ("name: x\nworld: toyworld\ntargets: [Zorbo]\nsamples: {drect: 2}\n", UnknownNameError, "direct"),
-    ("name: x\nworld: toyworld\ntargets: [Zorbo]\nsamples: {direct: -1}\n", InvalidValueError, "non-negative"),
+    ("name: x\nworld: toyworld\ntargets: [Zorbo]\nsamples: {direct: -1}\n", InvalidValueError, "non-negative|>= 0"),
     ("name: x\nworld: toyworld\ntargets: []\nsamples: {direct: 1}\n", InvalidValueError, "no targets"),
     ("name: x\ntargts: [Zorbo]\n", UnknownNameError, "targets"),
 ])
@@ -222,3 +222,152 @@ def test_corrupt_cache_file_is_regenerated_and_report_rebuilds_from_files(tiny_p
     (tmp_path / "report.html").unlink()
     assert write_report(tmp_path).read_text() == html  # rebuilt from the files alone, identical
     assert "Same seeds across variants" in html
+
+
+def test_results_json_is_the_returned_dict_with_full_provenance(tiny_pipe, tmp_path):
+    """evaluate returns exactly what results.json holds; edits are recorded with their file and content sha256."""
+    import hashlib
+
+    from erasekit import erase
+
+    path = erase(tiny_pipe, "uce", erase=["Zorbo"]).save(tmp_path / "uce.safetensors")
+    suite = tiny_suite(targets=("Zorbo",), samples=dict(direct=2, unrelated=2))
+    res = evaluate(suite, [Variant("uce", edits=(str(path),))], tmp_path / "run", pipe=tiny_pipe)
+    assert res == json.loads((tmp_path / "run" / "results.json").read_text())
+    assert not [k for k in res if k.startswith("_")]
+    prov = res["provenance"]
+    (info,) = prov["edits"]["uce"]
+    assert info["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and len(info["sha256"]) == 64
+    assert res["variants"]["uce"]["edits"] == [info]
+    assert prov["world"]["name"] == "toyworld" and prov["evaluator"]["name"] == "toyworld-oracle"
+    assert prov["scheduler"]["class"] == "DDIMScheduler" and prov["dtype"] == "float32" and prov["device"] == "cpu"
+    assert set(prov["weights"]) == {"unet", "text_encoder", "vae"} and prov["steps"] == 2 and prov["guidance"] == 3.0
+
+
+def test_every_result_name_is_in_the_vocabulary_with_its_metric_class_direction(tiny_pipe, tmp_path):
+    from erasekit.metrics import RESULT_METRICS, higher_is_better, metrics, metrics_info
+
+    res = evaluate(tiny_suite(), [], tmp_path, pipe=tiny_pipe)
+    names = {k for v in res["variants"].values() for k in list(v["mean"]) + list(v["cost"])}
+    assert set(res["metrics_info"]) == names
+    for name in res["variants"]["base"]["mean"]:
+        cls = metrics.get(RESULT_METRICS[name].metric)
+        assert res["metrics_info"][name]["higher_is_better"] is cls.higher_is_better, name
+        assert res["metrics_info"][name]["help"]
+    assert higher_is_better("detection") is False and higher_is_better("accuracy_unrelated") is True
+    assert higher_is_better("clip_score_direct") is None and higher_is_better("clip_score_unrelated") is True
+    with pytest.raises(UnknownNameError, match="detection"):
+        metrics_info(["detecton"])
+
+
+def test_a_nan_metric_is_an_error_naming_it(tiny_pipe, tmp_path, monkeypatch):
+    import erasekit.evaluation.results as results_mod
+
+    real = results_mod.target_metrics
+    monkeypatch.setattr(results_mod, "target_metrics",
+                        lambda *a, **k: {**real(*a, **k), "image_drift": float("nan")})
+    with pytest.raises(InvalidValueError, match=r"variants\.base\.metrics\.Zorbo\.image_drift is nan"):
+        evaluate(tiny_suite(targets=("Zorbo",), samples=dict(direct=1, unrelated=1)), [], tmp_path, pipe=tiny_pipe)
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not an npz", b"PK\x03\x04 truncated zip"])
+def test_empty_or_corrupt_cache_file_is_discarded_with_a_warning_naming_it(tiny_pipe, tmp_path, content):
+    suite = tiny_suite(targets=("Zorbo",), samples=dict(direct=2))
+    first = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    (victim,) = (tmp_path / "cache").glob("*.npz")
+    victim.write_bytes(content)
+    with pytest.warns(UserWarning, match=f"discarding corrupt cache file .*{victim.name}"):
+        again = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    assert again["variants"]["base"]["metrics"] == first["variants"]["base"]["metrics"]
+    with np.load(victim) as z:
+        assert z["images"].shape[0] == 2  # regenerated in place
+
+
+def test_shield_and_attack_keys_hold_what_they_depend_on(tiny_pipe, monkeypatch):
+    """The key of a shielded unit holds the protected concept and the world; an unshielded one does not depend on
+    them; every key changes with the steps (content, not names)."""
+    from erasekit.evaluation.plan import build_plan, prepare_variants
+
+    toy = get_world("toyworld")
+    suite = tiny_suite(targets=("Zorbo",), samples=dict(direct=2))
+    judge = __import__("erasekit.evaluators", fromlist=["get_evaluator"]).get_evaluator("toyworld-oracle")
+    variants = prepare_variants([Variant("neg", shield="negative_prompt")])
+    plan = build_plan(suite, variants, ["Zorbo"], tiny_pipe, "tiny", judge, toy, 2, 3.0)
+    base, neg = plan.units
+    assert base.variant == "base" and neg.variant == "neg" and base.key != neg.key and base.seeds == neg.seeds
+    other = build_plan(suite, variants, ["Zorbo"], tiny_pipe, "tiny", judge, toy, 3, 3.0)
+    assert {u.key for u in other.units}.isdisjoint(u.key for u in plan.units)
+    import erasekit.evaluation.plan as plan_mod
+    from erasekit.shields import ProtectedConcept
+
+    real = plan_mod.protected_concept
+    monkeypatch.setattr(plan_mod, "protected_concept", lambda w, t: ProtectedConcept(t, ("blue hat",), family="x"))
+    rekeyed = build_plan(suite, variants, ["Zorbo"], tiny_pipe, "tiny", judge, toy, 2, 3.0)
+    assert rekeyed.units[0].key == base.key and rekeyed.units[1].key != neg.key  # only the shielded unit changes
+    assert real(toy, "Zorbo").name == "Zorbo"
+
+
+def test_cli_eval_and_report_rebuild_from_files(tiny_pipe, tmp_path):
+    """`erasekit eval` on a model folder, then `erasekit report RUN_DIR` rebuilds the same report from the files."""
+    from click.testing import CliRunner
+
+    from erasekit.cli import main
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: t\nworld: toyworld\nmodel: {tmp_path / 'model'}\ntargets: [Zorbo]\n"
+                     "samples: {direct: 2, unrelated: 1}\nsampling: {steps: 2, guidance: 3.0}\n")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["eval", "--suite", str(suite), "--limit", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "detection ↓" in res.output and "accuracy_unrelated ↑" in res.output and "efficacy" not in res.output
+    html = (out / "report.html").read_text()
+    (out / "report.html").unlink()
+    res = CliRunner().invoke(main, ["report", str(out), "--markdown"])
+    assert res.exit_code == 0, res.output
+    assert (out / "report.html").read_text() == html and "| variant | detection ↓ |" in res.output
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code != 0 and "results.json" in res.output and "Traceback" not in res.output
+    for args, needle in ((["--concepts", ","], "names no concept"), (["--name", "base", "--shield", "negative_prompt"],
+                                                                     "reserved")):
+        res = CliRunner().invoke(main, ["eval", "--suite", str(suite), "--out", str(tmp_path / "x"), *args])
+        assert res.exit_code != 0 and needle in res.output and "Traceback" not in res.output, res.output
+
+
+def test_bench_methods_stops_fine_tuning_on_the_evaluator_and_world(tiny_pipe, tmp_path, monkeypatch):
+    """The early-stop hook of a fine-tuning method comes from `concept_hooks(world, evaluator, concept)`."""
+    import erasekit.erasers as erasers_mod
+    import erasekit.erasers._training as training
+    from erasekit.evaluation import bench_methods
+
+    seen, sentinel = [], object()
+    monkeypatch.setattr(training, "concept_hooks",
+                        lambda world, evaluator, concept, **kw: seen.append((world.name, evaluator.name, concept))
+                        or sentinel)
+    real = erasers_mod.erase
+
+    def fake_esd(pipe, method, erase, hooks=None, **kw):  # a closed form stands in for the training run
+        assert method == "esd" and hooks is sentinel
+        return real(pipe, "uce", erase)
+
+    monkeypatch.setattr(erasers_mod, "erase", fake_esd)
+    res = bench_methods(tiny_suite(targets=("Zorbo",), samples=dict(direct=1, unrelated=1)), ["esd"], ["Zorbo"],
+                        tmp_path, pipe=tiny_pipe)
+    assert seen == [("toyworld", "toyworld-oracle", "Zorbo")] and set(res["variants"]) == {"base", "esd"}
+    with pytest.raises(InvalidValueError, match="no eraser"):
+        bench_methods(tiny_suite(), [""], ["Zorbo"], tmp_path / "x", pipe=tiny_pipe)
+
+
+def test_uce_lowers_detection_on_the_toy_model(toy_pipe, tmp_path):
+    """Behaviour on the shipped toy model (small sample): the base shows Zorbo, the UCE edit mostly stops it and
+    leaves unrelated prompts recognisable."""
+    from erasekit import erase
+
+    edit = erase(toy_pipe, "uce", erase=["Zorbo"])
+    suite = Suite(name="toy", targets=("Zorbo",), samples=dict(direct=4, unrelated=4), world="toyworld")
+    res = evaluate(suite, [Variant("uce", edits=(edit,))], tmp_path, pipe=toy_pipe)
+    base, uce = res["variants"]["base"]["mean"], res["variants"]["uce"]["mean"]
+    assert res["provenance"]["steps"] == 25 and res["provenance"]["guidance"] == 5.0  # the model card's
+    assert base["detection"] >= 0.75 and uce["detection"] <= 0.25
+    assert uce["accuracy_unrelated"] >= 0.5 and 0 < uce["image_drift"] < 0.2

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from erasekit.errors import ErasekitError, InvalidValueError, UnknownNameError
-from erasekit.evaluation import Variant, evaluate, prompt_sets
+from erasekit.evaluation import Variant, evaluate, prompt_sets, run_images
 from erasekit.evaluators import CallableEvaluator, evaluators, get_evaluator
 from erasekit.world.plugin import ToyOracleEvaluator
 from erasekit.metrics import image_drift, metrics
@@ -122,11 +122,13 @@ def test_bad_custom_suites_name_the_bad_key(tmp_path, text, exc, needle):
 
 def test_custom_prompt_sets_cycle_and_label():
     ev = CallableEvaluator(bright, concept="blob")
-    sets = prompt_sets(custom_suite(samples={"direct": 5}), None, "blob", ev)
+    suite = custom_suite(samples={"direct": 5})
+    sets = prompt_sets(suite, suite.world_for(ev), "blob")
     assert [p.text for p in sets["direct"]] == PROMPTS["direct"] * 2 + PROMPTS["direct"][:1]
     assert sets["direct"][0].labels == {"blob": "blob"} and sets["unrelated"][0].labels == {}
     assert len(sets["heldout"]) == 1 and "neighbours" not in sets
-    assert "direct" not in prompt_sets(custom_suite(samples={"direct": 0}), None, "blob", ev)
+    suite = custom_suite(samples={"direct": 0})
+    assert "direct" not in prompt_sets(suite, suite.world_for(ev), "blob")
 
 
 # ----------------------------------------------------------------------------------------------------------- runner
@@ -141,16 +143,17 @@ def test_runner_on_custom_prompts_with_callable_evaluator_and_clip(tiny_pipe, ti
     weights = (tiny_clip / "model.safetensors").read_bytes()
     assert prov["alignment"]["weights_sha256"] == hashlib.sha256(weights).hexdigest()
     assert prov["model"] == "<pipeline object>"
-    imgs = res["_images"]
+    imgs = {(v, "blob", s): run_images(tmp_path, v, "blob", s) for v in ("base", "shielded")
+            for s in ("direct", "heldout", "unrelated")}
     from erasekit.metrics.clip_score import ClipScorer
 
     scorer = ClipScorer(tiny_clip)
     for v in ("base", "shielded"):
         m = saved["variants"][v]["metrics"]["blob"]
-        assert set(m) == {"efficacy", "generality_heldout", "generality", "image_drift", "clip_score_direct",
-                          "clip_score_unrelated"}  # unlabelled unrelated prompts: no specificity
-        assert m["efficacy"] == pytest.approx(bright(imgs[(v, "blob", "direct")]).mean())
-        assert m["generality"] == pytest.approx(bright(imgs[(v, "blob", "heldout")]).mean())
+        assert set(m) == {"detection", "detection_heldout", "detection_generality", "image_drift", "clip_score_direct",
+                          "clip_score_unrelated"}  # unlabelled unrelated prompts: no accuracy, image drift only
+        assert m["detection"] == pytest.approx(bright(imgs[(v, "blob", "direct")]).mean())
+        assert m["detection_generality"] == pytest.approx(bright(imgs[(v, "blob", "heldout")]).mean())
         assert m["image_drift"] == pytest.approx(image_drift(imgs[(v, "blob", "unrelated")],
                                                              imgs[("base", "blob", "unrelated")]))
         direct = scorer.pair_scores(imgs[(v, "blob", "unrelated")], PROMPTS["unrelated"])
@@ -309,8 +312,9 @@ def test_runner_attacks_custom_targets_with_the_suites_evaluator(tiny_pipe, tmp_
     att = res["variants"]["base"]["attacks"]["blob"]
     assert att["prompts"] == PROMPTS["direct"][:1] and att["checker"].endswith("[blob]")
     m = res["variants"]["base"]["metrics"]["blob"]
-    assert m["asr_pre"] == float(att["pre"][0]) and m["asr"] == float(att["pre"][0] or att["post"][0])
-    assert bool(att["post"][0]) == bool(bright(res["_images"][("base", "blob", "attacked")])[0])
+    assert m["attack_detection_pre"] == float(att["pre"][0])
+    assert m["attack_success"] == float(att["pre"][0] or att["post"][0])
+    assert bool(att["post"][0]) == bool(bright(run_images(tmp_path, "base", "blob", "attacked"))[0])
 
 
 def test_bench_methods_on_custom_targets(tiny_pipe, tmp_path):
@@ -319,11 +323,11 @@ def test_bench_methods_on_custom_targets(tiny_pipe, tmp_path):
     ev = CallableEvaluator(bright, concept="blob", version="test-1")
     res = bench_methods(custom_suite(), ["uce"], ["blob"], tmp_path, pipe=tiny_pipe, evaluator=ev)
     assert set(res["variants"]) == {"base", "uce"} and res["targets"] == ["blob"]
-    edit = tmp_path / "edits" / "uce-blob.safetensors"
-    assert edit.exists() and res["variants"]["uce"]["cost"]["edit_seconds"] >= 0
+    (edit,) = (tmp_path / "edits").glob("uce-blob-*.safetensors")
+    assert res["variants"]["uce"]["cost"]["edit_seconds"] >= 0
     m = res["variants"]["uce"]["metrics"]["blob"]
-    assert m["efficacy"] == pytest.approx(bright(res["_images"][("uce", "blob", "direct")]).mean())
+    assert m["detection"] == pytest.approx(bright(run_images(tmp_path / "blob", "uce", "blob", "direct")).mean())
     assert res["variants"]["base"]["metrics"]["blob"]["image_drift"] == 0.0
     assert res["provenance"]["evaluator"]["name"] == "callable"
-    with pytest.raises(UnknownNameError, match="Zorbo"):
+    with pytest.raises(UnknownNameError, match="Zorbbo.*blob"):
         bench_methods(custom_suite(), ["uce"], ["Zorbbo"], tmp_path / "bad", pipe=tiny_pipe, evaluator=ev)

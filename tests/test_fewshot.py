@@ -10,7 +10,8 @@ from PIL import Image
 
 from erasekit import erase
 from erasekit.erasers.fewshot import (OBJECT_TEMPLATES, STYLE_TEMPLATES, FewShotConfig, FewShotHooks, ascent_loss,
-                                      encode_latents, trainable_names, training_images)
+                                      encode_latents, trainable_names)
+from erasekit.worlds import get_world
 from erasekit.errors import InvalidValueError
 
 
@@ -82,7 +83,7 @@ def test_training_images_are_rendered_and_show_the_concept(oracle, concept, fami
 def test_rendered_images_are_recorded(tiny_pipe):
     edit = erase(tiny_pipe, "fewshot", erase=["gore", "bloody"], steps=1, n_images=3)
     info = edit.manifest["info"]["images"]
-    assert info["source"] == "rendered" and info["count"] == 3 and info["groups"] == [["gore", "bloody"]]
+    assert info["source"] == "world" and info["count"] == 3 and info["groups"] == [["gore", "bloody"]]
 
 
 def test_non_catalogue_concepts_need_images(tiny_pipe, tmp_path):
@@ -113,3 +114,8 @@ def test_bad_inputs_name_the_value(tiny_pipe, tmp_path):
     with pytest.raises(InvalidValueError, match="float32"):
         erase(tiny_pipe, "fewshot", erase=["Zorbo"], steps=1,
               hooks=FewShotHooks(images=np.zeros((2, 32, 32, 3), np.float32)))
+
+
+def training_images(concept: str, n: int, seed: int = 0):
+    """The toy world's renders of `concept` (what few-shot erasing trains on without user images)."""
+    return get_world("toyworld").images(concept, n, seed)

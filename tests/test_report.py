@@ -10,7 +10,7 @@ import pytest
 
 from erasekit.evaluation import evaluate
 from erasekit.report import HtmlReport
-from erasekit.report.eval_report import write_eval_report
+from erasekit.report.eval_report import write_report
 from erasekit.suite import Suite
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,13 +30,13 @@ def test_html_is_escaped_and_self_contained(tmp_path):
 @pytest.fixture(scope="module")
 def eval_report(tmp_path_factory):
     from erasekit.testing import tiny_pipeline
-    from erasekit.world import load_oracle
 
     out = tmp_path_factory.mktemp("eval")
     suite = Suite(name="tiny", targets=("Zorbo",), samples=dict(direct=3, heldout=2, keyword=2, neighbours=1,
-                                                                  unrelated=3), steps=2, guidance=3.0, neighbours=1)
-    res = evaluate(suite, [], out, pipe=tiny_pipeline())
-    return write_eval_report(res, out / "report.html", oracle=load_oracle())
+                                                                  unrelated=3), steps=2, guidance=3.0, neighbours=1,
+                  world="toyworld")
+    evaluate(suite, [], out, pipe=tiny_pipeline())
+    return write_report(out)
 
 
 def test_eval_report_has_leaderboard_plots_grids_provenance(eval_report):
@@ -65,3 +65,18 @@ def test_report_renders_in_headless_chromium(eval_report, tmp_path):
     assert px.shape[0] >= 1000 and px.std() > 10  # a rendered page, not a blank screen
     # the leaderboard's highlighted/header cells and inline images produce many distinct colours
     assert len(np.unique(px.reshape(-1, 3)[::7], axis=0)) > 50
+
+
+def test_results_table_renders_one_or_several_results_with_arrows(eval_report):
+    import json
+
+    from erasekit.report.markdown import results_table
+
+    res = json.loads((eval_report.parent / "results.json").read_text())
+    one = results_table(res)
+    header = one.splitlines()[0]
+    assert header.startswith("| variant | detection ↓ | detection_heldout ↓ |") and "accuracy_unrelated ↑" in header
+    assert one.splitlines()[2].startswith("| base | ") and "efficacy" not in one
+    two = results_table([res, res], ["detection", "image_drift"], runs=["a", "b"], per_target=True)
+    assert two.splitlines()[0] == "| run | variant | target | detection ↓ | image_drift ↓ |"
+    assert [r.split(" | ")[0] for r in two.splitlines()[2:]] == ["| a", "| b"]

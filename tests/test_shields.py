@@ -76,7 +76,7 @@ def test_no_shield_equals_generate(tiny_pipe):
 
 
 def test_negative_prompt_equals_pipeline_negative_prompt(tiny_pipe):
-    shield = get_shield("negative_prompt", concepts=["Zorbo"])
+    shield = get_shield("negative_prompt", concepts=["Zorbo"], world="toyworld")
     assert shield.text == "Zorbo, tin robot, robot with an antenna, metal android"  # CopyCat: "{name}, {keywords}"
     ref = generate(tiny_pipe, PROMPTS, SEEDS, steps=STEPS, guidance=5.0, negative_prompt=shield.text)
     out, _ = shielded_generate(tiny_pipe, PROMPTS, SEEDS, shield, steps=STEPS, guidance=5.0)
@@ -128,7 +128,7 @@ def _run_safe(safe, prompts, seeds, preset, steps, negative_prompt=None) -> np.n
 @pytest.mark.parametrize("preset", ["weak", "medium", "strong", "max"])
 def test_sld_equals_diffusers_safe_pipeline(tiny_pipe, preset, monkeypatch):
     steps = 16  # > every preset's warm-up, so the safety term is applied
-    shield = get_shield(f"sld:{preset}", concepts=["Zorbo"])  # a non-default safety concept
+    shield = get_shield(f"sld:{preset}", concepts=["Zorbo"], world="toyworld")  # a non-default safety concept
     safe = _safe_pipeline(tiny_pipe)
     safe.safety_concept = shield.text
     latents = _final_latents(monkeypatch, safe)
@@ -141,12 +141,13 @@ def test_sld_equals_diffusers_safe_pipeline(tiny_pipe, preset, monkeypatch):
     assert np.abs(out.astype(int) - ref).max() <= 1  # decoding rounds differently, see _final_latents
     if preset == "max":  # the comparison is not vacuous: SLD moves the image, and the safety concept matters
         assert np.abs(out.astype(int) - base).max() >= 10
-        other, _ = shielded_generate(tiny_pipe, PROMPTS, SEEDS, get_shield("sld:max"), steps=steps, guidance=5.0)
+        other, _ = shielded_generate(tiny_pipe, PROMPTS, SEEDS, get_shield("sld:max", world="toyworld"),
+                                     steps=steps, guidance=5.0)
         assert not np.array_equal(other, out)
 
 
 def test_composition_negative_prompt_and_sld_equals_safe_pipeline(tiny_pipe, monkeypatch):
-    chain = get_shield("negative_prompt+sld:max", concepts=["Zorbo"])
+    chain = get_shield("negative_prompt+sld:max", concepts=["Zorbo"], world="toyworld")
     assert isinstance(chain, Chain)
     neg, sld = chain.members
     safe = _safe_pipeline(tiny_pipe)
@@ -202,7 +203,8 @@ def test_image_filter_regenerates_then_blocks(tiny_pipe):
     def flags_first_image(images):  # flags exactly the image seed 0 gives the protected prompt
         return np.array([np.array_equal(im, first) for im in images])
 
-    shield = get_shield("image_filter:regenerate,classifier=custom", concepts=["Zorbo"], classifier=flags_first_image)
+    shield = get_shield("image_filter:regenerate,classifier=custom", concepts=["Zorbo"], classifier=flags_first_image,
+                        world="toyworld")
     out, info = shielded_generate(tiny_pipe, PROMPTS, SEEDS, shield, steps=STEPS)
     assert info["flagged_first"] == [True, False] and info["flagged"] == [False, False]
     assert info["attempts"] == [2, 1] and info["seeds_used"] == [regenerated_seed(0, 1), 1]
@@ -217,11 +219,11 @@ def test_image_filter_regenerates_then_blocks(tiny_pipe):
 
 
 def test_protect_resolves_catalogue_and_user_concepts():
-    zorbo, nudity_real = protect(["zorbo", "naked people"], keywords={"naked people": ["nsfw", " "]})
+    zorbo, nudity_real = protect(["zorbo", "naked people"], keywords={"naked people": ["nsfw", " "]}, world="toyworld")
     assert zorbo == ProtectedConcept("Zorbo", ("tin robot", "robot with an antenna", "metal android"),
                                      family="character")
     assert nudity_real == ProtectedConcept("naked people", ("nsfw",))
-    (gore,) = protect(["gore"])
+    (gore,) = protect(["gore"], world="toyworld")
     assert gore.family == "unsafe" and "bloody" in gore.keywords
     assert "wounded and bleeding" not in gore.keywords  # held-out phrases stay out: they measure generality
 
@@ -263,9 +265,9 @@ def test_detector_records_its_calibration(tiny_pipe):
     det = get_shield("detector:target_fpr=0.1,n_calibration=200", concepts=["Zorbo"], pipe=tiny_pipe)
     ident = det.identity()["detector"]
     cal = ident["calibration"]
-    from erasekit.shields.detector import toyworld_negatives
+    from erasekit.shields.detector import world_negatives
 
-    negatives = toyworld_negatives(protect(["Zorbo"]), 200)
+    negatives = world_negatives("toyworld", protect(["Zorbo"], world="toyworld"), 200)
     assert len(negatives) > 200 and "Mossy" in negatives and "tin robot" not in negatives  # + other concepts' phrases
     assert cal["n"] == len(negatives) and cal["target_fpr"] == 0.1 and cal["achieved_fpr"] <= 0.1
     assert ident["threshold"] > cal["negative_score_quantiles"]["p50"] and len(ident["encoder_sha256_16"]) == 16
@@ -288,12 +290,12 @@ def test_detector_records_its_calibration(tiny_pipe):
     ("detector:target_fpr=1.5", {}, InvalidValueError, "1.5"),
     ("negative_prompt:concepts=Zorbo", {}, UnknownNameError, "negative_prompt option 'concepts'"),
     ("image_filter:classifier=custom", {}, InvalidValueError, "needs classifier="),
-    ("image_filter", {"classifier": _flag_all}, InvalidValueError, "classifier='oracle'"),
+    ("image_filter", {"classifier": _flag_all}, InvalidValueError, "classifier='world'"),
     ("sld", {"classifier": _flag_all}, InvalidValueError, "classifier"),
 ])
 def test_bad_specs_name_the_bad_value(spec, kwargs, error, match):
     with pytest.raises(error, match=match):
-        get_shield(spec, concepts=["Zorbo"], **kwargs)
+        get_shield(spec, concepts=["Zorbo"], world="toyworld", **kwargs)
 
 
 def test_parse_spec_validates_without_building():
@@ -306,17 +308,17 @@ def test_parse_spec_validates_without_building():
 
 def test_bad_inputs(tiny_pipe):
     with pytest.raises(InvalidValueError, match="needs protected concepts"):
-        get_shield("negative_prompt")
+        get_shield("negative_prompt", world="toyworld")
     with pytest.raises(InvalidValueError, match="pass pipe"):
-        get_shield("detector", concepts=["Zorbo"])
-    with pytest.raises(InvalidValueError, match="not toy-world concepts"):
+        get_shield("detector", concepts=["Zorbo"], world="toyworld")
+    with pytest.raises(InvalidValueError, match="not concepts of world 'toyworld'"):
         get_shield("detector", concepts=["naked people"], pipe=tiny_pipe)
-    with pytest.raises(InvalidValueError, match="oracle cannot see"):
-        get_shield("image_filter", concepts=["naked people"])
+    with pytest.raises(UnknownNameError, match="naked people"):  # the world's evaluator cannot see it
+        get_shield("image_filter", concepts=["naked people"], world="toyworld")
     with pytest.raises(InvalidValueError, match="exactly one concept"):
-        protect(["Zorbo", "Mossy"], keywords=["frog"])
+        protect(["Zorbo", "Mossy"], keywords=["frog"], world="toyworld")
     with pytest.raises(InvalidValueError, match="'kiko'"):
-        protect(["Zorbo"], keywords={"Kiko": ["cat"]})
+        protect(["Zorbo"], keywords={"Kiko": ["cat"]}, world="toyworld")
     with pytest.raises(InvalidValueError, match="3 seeds for 2 prompts"):
         shielded_generate(tiny_pipe, PROMPTS, [0, 1, 2], None, steps=STEPS)
     with pytest.raises(InvalidValueError, match="guidance must be > 1, got 1.0"):
@@ -332,7 +334,7 @@ def test_nudenet_is_optional():
     if importlib.util.find_spec("nudenet") is not None:
         pytest.skip("nudenet is installed here; the missing-package path cannot be exercised")
     with pytest.raises(ErasekitError, match="pip install nudenet"):
-        get_shield("image_filter:classifier=nudenet", concepts=["nudity"])
+        get_shield("image_filter:classifier=nudenet", concepts=["nudity"], world="toyworld")
 
 
 def test_cli_shield_ls_and_check(tiny_pipe, tmp_path):
@@ -375,7 +377,7 @@ def test_toy_rewriting_alone_is_not_enough_negative_prompt_is(toy_pipe, oracle):
     prompts = [p.text for p in prompts_for("character", "Zorbo", "keyword", n=6, seed=0)]
     rates = {}
     for spec in (None, "rewrite", "rewrite+negative_prompt"):
-        shield = None if spec is None else get_shield(spec, concepts=["Zorbo"])
+        shield = None if spec is None else get_shield(spec, concepts=["Zorbo"], world="toyworld")
         imgs, info = shielded_generate(toy_pipe, prompts, 0, shield, steps=TOY_STEPS, guidance=7.5)
         rates[spec] = _concept_rate(oracle, imgs, info, "character", "Zorbo")
     assert rates[None] >= 5 / 6 and rates["rewrite"] >= 5 / 6, rates
@@ -389,7 +391,7 @@ def test_toy_sld_removes_unsafe_concept(toy_pipe, oracle):
     prompts = [p.text for p in prompts_for("unsafe", "nudity", "direct", n=8, seed=0)]
     rates = {}
     for spec in (None, "sld:strong", "sld:max"):
-        shield = None if spec is None else get_shield(spec, concepts=["nudity"])
+        shield = None if spec is None else get_shield(spec, concepts=["nudity"], world="toyworld")
         imgs, info = shielded_generate(toy_pipe, prompts, 0, shield, steps=TOY_STEPS, guidance=7.5)
         rates[spec] = _concept_rate(oracle, imgs, info, "unsafe", "nudity")
     assert rates[None] >= 6 / 8 and rates["sld:max"] <= 1 / 8, rates
@@ -423,7 +425,8 @@ def test_toy_detector_refuses_and_guardians_pass_unprotected_through(toy_pipe, z
     base, _ = shielded_generate(toy_pipe, prompts, 0, None, steps=TOY_STEPS, guidance=7.5)
     imgs, info = shielded_generate(toy_pipe, prompts, 0, zorbo_detector, steps=TOY_STEPS, guidance=7.5)
     assert info["refused"] == [True, False, False] and imgs[0].max() == 0
-    np.testing.assert_array_equal(imgs[1:], base[1:])
+    # refused rows are not generated, so the batch is smaller: CPU kernels may round one grey level differently
+    np.testing.assert_allclose(imgs[1:], base[1:], atol=1)
     from erasekit.shields.guardians import Guardians
 
     threshold = zorbo_detector.detector.threshold  # same calibration, not repeated
@@ -437,7 +440,7 @@ def test_toy_detector_refuses_and_guardians_pass_unprotected_through(toy_pipe, z
 
 def test_toy_image_filter_blocks_what_the_oracle_sees(toy_pipe, oracle):
     prompts = ["a picture of Zorbo", "a drawing of Zorbo", "a red triangle in the style of Cora Voss"]
-    shield = get_shield("image_filter", concepts=["Zorbo"])
+    shield = get_shield("image_filter", concepts=["Zorbo"], world="toyworld")
     imgs, info = shielded_generate(toy_pipe, prompts, 0, shield, steps=TOY_STEPS, guidance=7.5)
     base, _ = shielded_generate(toy_pipe, prompts, 0, None, steps=TOY_STEPS, guidance=7.5)
     seen = [p["character"] == "Zorbo" for p in oracle.predict(base)]

@@ -4,6 +4,7 @@ them, and parse CLI "key=value" strings — one implementation for erasers, atta
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,10 @@ def make_config(label: str, config_cls: type, options: Mapping[str, Any]) -> Any
     hints = typing.get_type_hints(config_cls)
     clean = {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v
              for k, v in options.items()}  # JSON/YAML give lists where the config wants tuples
+    for k, v in clean.items():
+        for x in (v if isinstance(v, tuple) else (v,)):
+            if isinstance(x, float) and not math.isfinite(x):
+                raise InvalidValueError(f"{label} option {k}={x!r} is not a finite number")
     return config_cls(**clean)
 
 

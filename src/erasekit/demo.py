@@ -1,124 +1,107 @@
-"""`erasekit demo`: the main job on the built-in default (the toy world).
+"""`erasekit demo`: the main job on the built-in default (the toy world), through the library's own harness.
 
-Generates images for a handful of prompts from each concept family with the toy model, labels them with the oracle,
-and writes `report.html` (self-contained) and `grid.png` under the output folder.
+1. Fidelity: a handful of concepts per family, generated on fixed seeds and judged by the world's evaluator — an
+   evaluation of the base model on the `demo-fidelity` suite (`erasekit.evaluation.evaluate`).
+2. Erasure: one concept erased by every closed form and by few-shot fine-tuning, base and edited models evaluated on
+   the default suite with the same seeds — the `erasure-quick` benchmark spec (`erasekit.benchmark.run_bench`).
+
+Both write their own results.json / samples.jsonl / cache; `report.html` (self-contained) puts them together and
+`grid.png` shows the fidelity images. Nothing here computes a metric.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
-from .generation import generate
 from .io import atomic_write_text
-from .models import load_pipeline
-from .world.plugin import manifest as toyworld_manifest
-from .report import HtmlReport, save_grid
-from .sampling import DEFAULT_STEPS, default_guidance
-from .world import FAMILIES, NONE, Prompt, load_oracle, prompts_for
 
-# (family, concept, prompt kind) shown by the demo: a handful per family
-DEMO_PROMPTS: tuple[tuple[str, str, str], ...] = (
-    ("object", "triangle", "direct"), ("object", "ring", "direct"), ("object", "cross", "heldout"),
-    ("colour", "red", "direct"), ("colour", "cyan", "direct"), ("colour", "purple", "heldout"),
-    ("artist", "Alva Renn", "direct"), ("artist", "Cora Voss", "direct"), ("artist", "Greta Lund", "heldout"),
-    ("character", "Zorbo", "direct"), ("character", "Mossy", "direct"), ("character", "Kiko", "keyword"),
-    ("unsafe", "gore", "direct"), ("unsafe", "nudity", "indirect"),
-)
+DEMO_FIDELITY_SUITE = "demo-fidelity"
+DEMO_BENCH = "erasure-quick"
 
 
-def demo_prompts(per_prompt: int, seed: int) -> list[Prompt]:
-    """`per_prompt` prompts for each (family, concept, kind) of DEMO_PROMPTS."""
-    out: list[Prompt] = []
-    for family, concept, kind in DEMO_PROMPTS:
-        out += prompts_for(family, concept, kind, n=per_prompt, seed=seed)
-    return out
+def run_demo(out: Path, model: str | None = None, erase: str | None = None, methods: tuple[str, ...] = (),
+             suite: str | None = None, limit: int | None = None, progress: Callable[..., None] | None = None
+             ) -> tuple[Path, dict | None]:
+    """Run the demo into `out`; returns (report path, the erasure benchmark's results or None).
 
+    model: default the suites'; erase / methods: override the erasure spec's concept / erasers (`erase=""` skips
+    the erasure part); suite: the suite the erasure is evaluated on (default: the spec's); limit: cap every prompt
+    set (quick runs)."""
+    from .benchmark import VariantSpec, load_bench_spec, run_bench
+    from .evaluation import evaluate
+    from .models import load_pipeline
+    from .report.eval_report import add_eval_sections, read_run
+    from .report.html import HtmlReport
+    from .report.images import save_grid
+    from .suite import load_suite
 
-def agreement(prompts: list[Prompt], predicted: list[dict[str, str]]) -> dict[str, float]:
-    """Per family: fraction of images whose oracle label equals the label the prompt asked for (constrained ones only)."""
-    out = {}
-    for f in FAMILIES:
-        hits = [pred[f] == p.labels[f] for p, pred in zip(prompts, predicted) if p.labels[f] != NONE]
-        if hits:
-            out[f] = float(np.mean(hits))
-    return out
-
-
-DEMO_ERASE = "Zorbo"
-DEMO_METHODS = ("uce", "rece", "mace", "realera", "fewshot")
-
-
-def run_demo(out: Path, model: str = "toyworld", seed: int = 0, per_prompt: int = 4, steps: int = DEFAULT_STEPS,
-             erase: str | None = DEMO_ERASE, methods: tuple[str, ...] = DEMO_METHODS, suite: str = "default",
-             limit: int | None = None, progress: Callable[..., None] | None = None) -> Path:
-    """Generate and label a handful of prompts per family; then (if `erase`) erase that concept with each method
-    (the closed forms and few-shot fine-tuning, seconds each) and evaluate base vs edited on the suite. Writes
-    report.html, grid.png, results.json (+ erasure/)."""
     t0 = time.time()
-    pipe = load_pipeline(model)
-    oracle = load_oracle()
-    guidance = default_guidance(model)
-    prompts = demo_prompts(per_prompt, seed)
-    texts = [p.text for p in prompts]
-    if progress:
-        progress(0, total=len(texts), description="generating")
-    images = generate(pipe, texts, seed, steps=steps, guidance=guidance,
-                      progress=(lambda n: progress(n)) if progress else None)
-    t_gen = time.time() - t0
-    predicted = oracle.predict(images)
-    agree = agreement(prompts, predicted)
+    out = Path(out)
+    fid_suite = load_suite(DEMO_FIDELITY_SUITE).limited(limit)
+    pipe = load_pipeline(model or fid_suite.model)
+    fid = evaluate(fid_suite, [], out / "fidelity", model=model or fid_suite.model, progress=progress, pipe=pipe)
+    fid_results, fid_samples = read_run(out / "fidelity")
+    _fidelity_grid(out, fid_samples, save_grid)
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_grid(images, out / "grid.png", ncol=per_prompt * 3)
-    notes, classes = [], []
-    for p, pred in zip(prompts, predicted):
-        shown = [f"{f}={pred[f]}" for f in FAMILIES if pred[f] != NONE or p.labels[f] != NONE]
-        ok = pred[p.family] == p.labels[p.family]
-        notes.append(("✓ " if ok else "✗ ") + ", ".join(shown))
-        classes.append("ok" if ok else "miss")
-    rep = HtmlReport("erasekit demo: the toy world")
-    rep.paragraph(f"{len(images)} images from model {model!r}, {steps} DDIM steps, guidance {guidance}, seeds "
-                  f"{seed}..{seed + len(images) - 1}; labels from the toy-world oracle. ✓ = the oracle sees the "
-                  f"prompted concept of the prompt's family.", cls="caption")
-    rep.heading("Oracle agreement with the prompt, per family", id="summary")
-    rep.table(["family", "agreement", "images"],
-              [[f, agree[f], sum(1 for p in prompts if p.labels[f] != NONE)] for f in agree], id="summary-table")
-    rep.heading("Generations", id="generations")
-    rep.image_grid(images, [f"[{p.kind}] {p.text}" for p in prompts], id="images", notes=notes,
-                   caption_classes=classes)
     bench = None
-    if erase:
-        from .evaluation import bench_methods
-        from .report.eval_report import add_eval_sections
-        from .suite import load_suite
+    if erase != "":
+        spec = load_bench_spec(DEMO_BENCH)
+        if erase:
+            spec = dataclasses.replace(spec, concepts=(erase,))
+        if methods:
+            spec = dataclasses.replace(spec, variants=tuple(VariantSpec(m, method=m) for m in methods))
+        if limit is not None:
+            spec = dataclasses.replace(spec, limit=limit)
+        bench_suite = load_suite(suite) if suite else None
+        bench = run_bench(spec, out / "erasure", pipe=pipe, model=model, progress=progress, suite=bench_suite)
 
-        bench = bench_methods(load_suite(suite).limited(limit), list(methods), [erase], out / "erasure", model=model,
-                              progress=progress)
-        rep.heading(f"Erasing {erase!r} with {', '.join(methods)}", id="erasure")
-        rep.paragraph(f"Each method erases {erase!r} from the weights (closed forms; few-shot fine-tunes the text "
-                      "encoder, stopping once the oracle no longer sees the concept); base and edited models are then "
-                      f"evaluated on the {suite!r} suite with the same seeds. Edits: {out / 'erasure' / 'edits'}.",
-                      cls="caption")
-        add_eval_sections(rep, bench, oracle)
-    provenance = {"erasekit_version": __version__, "model": model, "seed": seed, "steps": steps,
-                  "guidance": guidance, "evaluator": oracle.identity() | {"classes": "see oracle.json"},
-                  "seconds": round(time.time() - t0, 2), "generation_seconds": round(t_gen, 2)}
-    if model == "toyworld":
-        man = toyworld_manifest()
-        provenance["toy_model"] = {k: man.get(k) for k in ("command", "config", "erasekit_version")} | {
-            "dataset_sha256": man["dataset"]["content_sha256"]}
+    rep = HtmlReport("erasekit demo")
+    rep.heading("Fidelity: does the model show what the prompt asks?", id="fidelity")
+    rep.paragraph("Detection of each concept on its direct, held-out, keyword-only and indirect prompts by the "
+                  "world's evaluator (base model; fixed seeds). Grid: grid.png.", cls="caption")
+    add_eval_sections(rep, fid_results, fid_samples, {t: out / "fidelity" for t in fid_results["targets"]},
+                      grid_images=4)
+    if bench is not None:
+        concept = ", ".join(bench["targets"])
+        rep.heading(f"Erasing {concept} with {', '.join(v for v in bench['variants'] if v != 'base')}", id="erasure")
+        rep.paragraph("Each method erases the concept from the weights (closed forms; few-shot fine-tunes the text "
+                      "encoder and stops once the evaluator no longer sees the concept); base and edited models are "
+                      f"evaluated with the same seeds. Edits: {out / 'erasure' / 'edits'}. Rerun alone: erasekit "
+                      f"bench --spec {DEMO_BENCH}.", cls="caption")
+        b_results, b_samples = read_run(out / "erasure")
+        from .io import slug
+
+        add_eval_sections(rep, b_results, b_samples, {t: out / "erasure" / slug(t) for t in b_results["targets"]})
+    provenance = {"erasekit_version": __version__, "seconds": round(time.time() - t0, 2),
+                  "fidelity": fid["provenance"], "erasure": None if bench is None else bench.get("bench")}
     rep.heading("Provenance", id="provenance")
     rep.pre(provenance)
     path = rep.write(out / "report.html")
-    results = {"agreement": agree, "provenance": provenance,
-               "erasure": None if bench is None else {k: v for k, v in bench.items() if not k.startswith("_")},
-               "samples": [{"prompt": p.text, "kind": p.kind, "family": p.family, "concept": p.concept,
-                            "expected": p.labels, "oracle": pred} for p, pred in zip(prompts, predicted)]}
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    return path
+    atomic_write_text(out / "results.json", json.dumps({"fidelity": fid, "erasure": bench, "provenance": provenance},
+                                                       indent=1, allow_nan=False))
+    return path, bench
+
+
+def _fidelity_grid(out: Path, samples: list[dict], save_grid: Callable) -> None:
+    """grid.png: the fidelity images, one row per (target, set)."""
+    import numpy as np
+
+    rows: dict[tuple[str, str], list] = {}
+    cache: dict[str, np.ndarray] = {}
+    for s in samples:
+        if s["index"] >= 4:
+            continue
+        if s["cache"] not in cache:
+            with np.load(out / "fidelity" / "cache" / s["cache"]) as z:
+                cache[s["cache"]] = z["images"]
+        rows.setdefault((s["target"], s["set"]), []).append(cache[s["cache"]][s["index"]])
+    images = [im for r in rows.values() for im in (r + [r[-1]] * (4 - len(r)))]
+    save_grid(np.stack(images), out / "grid.png", ncol=4)
+
+
+__all__ = ["DEMO_BENCH", "DEMO_FIDELITY_SUITE", "run_demo"]

@@ -9,6 +9,13 @@
 Tensors are keyed by "<pipeline component>.<parameter name>", e.g.
 "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight". A tensor hash is the sha256 of
 "<dtype>|<shape>|" followed by the tensor's raw bytes (C order), so dtype and shape changes are refused too.
+Non-finite values (NaN/inf) are refused when an edit is made and when a file is loaded.
+
+Integrity vs authenticity: the sha256s protect against accidents (a corrupt download, an edit applied to the wrong
+weights), not against a forger, who can rewrite the tensors and their hashes together. For that, sign the manifest
+with a key you keep: `edit.save(path, sign_key="key.bin")` adds an HMAC-SHA256 of the manifest (which lists every
+tensor's sha256) and `Edit.load(path, verify_key="key.bin")` refuses unsigned or mismatching files
+(`erasekit erase --sign-key FILE`, `--verify-key FILE` on the commands that load edits).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import hmac
 import json
 import struct
 import weakref
@@ -31,6 +39,23 @@ from .io import atomic_write_bytes
 
 FORMAT = "erasekit.edit/1"
 METADATA_KEY = "erasekit_manifest"
+SIGNATURE_KEY = "hmac_sha256"
+
+
+def _read_key(path: str | Path) -> bytes:
+    """The secret bytes of a key file (at least 16)."""
+    try:
+        key = Path(path).read_bytes()
+    except OSError as e:
+        raise ErasekitError(f"cannot read key file {str(path)!r}: {e.strerror or e}") from None
+    if len(key) < 16:
+        raise InvalidValueError(f"key file {str(path)!r} holds {len(key)} bytes; use at least 16 random bytes "
+                                "(e.g. head -c 32 /dev/urandom > key.bin)")
+    return key
+
+
+def _signature(manifest: dict, key: bytes) -> str:
+    return hmac.new(key, json.dumps(manifest, sort_keys=True).encode(), hashlib.sha256).hexdigest()
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
@@ -52,6 +77,13 @@ def _hash_all(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
         return {n: tensor_sha256(t) for n, t in tensors.items()}
     with ThreadPoolExecutor(workers) as pool:
         return dict(zip(tensors, pool.map(tensor_sha256, tensors.values()), strict=True))
+
+
+def _check_finite(name: str, t: torch.Tensor, where: str) -> None:
+    """Refuse NaN/inf values: an edit that holds them would silently produce black images."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise IntegrityError(f"{where}: tensor {name!r} holds {bad} non-finite value(s) (NaN/inf); refusing it")
 
 
 def resolve_parameter(target: Any, name: str) -> torch.nn.Parameter:
@@ -118,6 +150,7 @@ class Edit:
                 raise InvalidValueError(f"edited tensor {name!r} has shape {tuple(new.shape)}, the model's has "
                                         f"{tuple(param.shape)}")
             clean[name] = new.detach().to("cpu", param.dtype).contiguous()
+            _check_finite(name, clean[name], f"the {method} edit")
             params[name] = param
         base = _hash_all(params)
         edited = _hash_all(clean)
@@ -189,7 +222,9 @@ class Edit:
         except IntegrityError:
             return False
         new = self.tensors[name]
-        return param.shape == new.shape and param.dtype == new.dtype and torch.equal(param.detach().cpu(), new)
+        # byte comparison (not torch.equal, which is never true for NaN): "is this exactly the edited tensor?"
+        return param.shape == new.shape and param.dtype == new.dtype and \
+            tensor_sha256(param.detach().cpu()) == self.manifest["edited_sha256"][name]
 
     # ------------------------------------------------------------------------------------------ apply / revert
     @torch.no_grad()
@@ -197,10 +232,15 @@ class Edit:
         """Write the edited tensors into `pipe` in place (after checking the base hashes); returns `pipe`."""
         self.check_base(pipe)
         originals: dict[str, torch.Tensor] = {}
-        for name, new in self.tensors.items():
-            param = resolve_parameter(pipe, name)
-            originals[name] = param.detach().clone()
-            param.copy_(new.to(param.device))
+        try:
+            for name, new in self.tensors.items():
+                param = resolve_parameter(pipe, name)
+                originals[name] = param.detach().clone()
+                param.copy_(new.to(param.device))
+        except BaseException:
+            for name, old in originals.items():  # a half-applied edit is undone before the error propagates
+                resolve_parameter(pipe, name).copy_(old)
+            raise
         self._applied.append((weakref.ref(pipe), originals))
         return pipe
 
@@ -232,17 +272,22 @@ class Edit:
             self.revert(pipe)
 
     # ------------------------------------------------------------------------------------------ files
-    def save(self, path: str | Path) -> Path:
-        """Write one .safetensors file (manifest JSON in its metadata), atomically."""
+    def save(self, path: str | Path, sign_key: str | Path | None = None) -> Path:
+        """Write one .safetensors file (manifest JSON in its metadata), atomically; with `sign_key` (a file of
+        secret bytes) the manifest carries an HMAC-SHA256 signature."""
         from safetensors.torch import save
 
+        manifest = {k: v for k, v in self.manifest.items() if k != SIGNATURE_KEY}
+        if sign_key is not None:
+            manifest[SIGNATURE_KEY] = _signature(manifest, _read_key(sign_key))
         data = save({n: t.contiguous() for n, t in self.tensors.items()},
-                    metadata={METADATA_KEY: json.dumps(self.manifest, sort_keys=True)})
+                    metadata={METADATA_KEY: json.dumps(manifest, sort_keys=True)})
         return atomic_write_bytes(path, data)
 
     @classmethod
-    def load(cls, path: str | Path, pipe: Any = None) -> Edit:
-        """Read an edit file; verifies its tensors against the manifest, and the base tensors of `pipe` if given."""
+    def load(cls, path: str | Path, pipe: Any = None, verify_key: str | Path | None = None) -> Edit:
+        """Read an edit file; verifies its tensors against the manifest, the manifest's HMAC signature with
+        `verify_key` if given (unsigned files are then refused), and the base tensors of `pipe` if given."""
         from safetensors.torch import load
 
         path = Path(path)
@@ -256,6 +301,10 @@ class Edit:
             tensors = load(data)
         except Exception as e:  # noqa: BLE001 - any parse failure means "not an edit file"
             raise IntegrityError(f"{str(path)!r} is not an erasekit edit file ({type(e).__name__}: {e})") from None
+        if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict)
+                                                     for k in ("base_sha256", "edited_sha256")):
+            raise IntegrityError(f"{str(path)!r}: the edit manifest is not a JSON object with base_sha256 and "
+                                 f"edited_sha256 mappings (got {type(manifest).__name__}); not an erasekit edit file")
         if manifest.get("format") != FORMAT:
             raise IntegrityError(f"{str(path)!r} has edit format {manifest.get('format')!r}; this erasekit reads "
                                  f"{FORMAT!r}")
@@ -265,6 +314,15 @@ class Edit:
             if tensor_sha256(t) != manifest["edited_sha256"][name]:
                 raise IntegrityError(f"{str(path)!r}: tensor {name!r} does not match its recorded sha256 "
                                      "(corrupt file)")
+            _check_finite(name, t, str(path))
+        if verify_key is not None:
+            sig = manifest.get(SIGNATURE_KEY)
+            unsigned = {k: v for k, v in manifest.items() if k != SIGNATURE_KEY}
+            if not isinstance(sig, str):
+                raise IntegrityError(f"{str(path)!r} is not signed; refusing it (a verify key was given)")
+            if not hmac.compare_digest(sig, _signature(unsigned, _read_key(verify_key))):
+                raise IntegrityError(f"{str(path)!r}: its signature does not match the verify key (tampered, or "
+                                     "signed with another key)")
         edit = cls(tensors, manifest)
         if pipe is not None:
             edit.check_base(pipe)

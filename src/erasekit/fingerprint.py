@@ -1,10 +1,13 @@
 """Content fingerprints: what a cached result depends on, by value rather than by name.
 
-`pipeline_fingerprint(pipe)` hashes every parameter and buffer of the UNet, text encoder and VAE (names, dtypes,
-shapes and bytes, in name order) plus the scheduler's class and config. Two pipelines share a fingerprint iff they
-would compute the same thing. Cost: one pass over the weights (the toy model: ~10 ms; SD1.5 in float32, ~1 B
-parameters: a few seconds on CPU) — recomputed for every evaluation, never cached on the object, so an in-place
-change of a weight can never be missed.
+`pipeline_fingerprint(pipe)` hashes every parameter and buffer of the UNet, text encoder and VAE (name, dtype, shape
+and the tensor's bytes as stored, in name order) plus the scheduler's class and config, the dtype and the device.
+Two pipelines share a fingerprint iff they would compute the same thing.
+
+It is recomputed by every `evaluate` call and never cached on the pipeline object (an id + cheap check could go
+stale after an in-place change of one weight). Cost: one sha256 pass over the weights, about 0.6 GB/s on one CPU
+core (measured: the shipped toy model, 46 MiB, 75 ms); full-size SD1.5 (about 4.3 GB in float32, 2.1 GB in
+float16) takes roughly 4-8 s, plus the copy to host memory when the model is on a GPU.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ def module_sha256(module: torch.nn.Module) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bit pattern
-            t = t.view(torch.int16)
-        h.update(t.contiguous().cpu().numpy().tobytes())
+        # the bytes as stored, whatever the dtype (numpy has no bfloat16 / float8): a flat uint8 view
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
     return h.hexdigest()
 
 

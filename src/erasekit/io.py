@@ -12,6 +12,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the user's usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -21,6 +22,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -51,3 +58,96 @@ def load_checkpoint(path: str | Path) -> dict:
 def slug(text: str) -> str:
     """A folder-safe lower-case name: every character that is not a letter or digit becomes '-'."""
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
+
+
+class RunLock:
+    """An exclusive lock on a run folder (eval, bench, demo, world train): `<folder>/.erasekit.lock` created with
+    O_EXCL and holding "pid host". A second writer is refused with a message naming the holder; a lock whose process
+    is gone (same host) is taken over with a warning. Use as a context manager."""
+
+    NAME = ".erasekit.lock"
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+        self.held = False
+
+    def __enter__(self) -> "RunLock":
+        import socket
+        import warnings
+
+        from .errors import ErasekitError
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.path.read_text(errors="replace").strip() if self.path.exists() else ""
+                pid, _, host = holder.partition(" ")
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                    warnings.warn(f"taking over the stale lock of {self.folder} (process {pid} is gone)", stacklevel=2)
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise ErasekitError(f"{self.folder} is in use by another erasekit process ({holder or 'unknown'}); "
+                                    f"wait for it, or use another --out (delete {self.path} if that process is "
+                                    "really gone)") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.held = True
+            return self
+        raise ErasekitError(f"could not lock {self.folder}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_writable(path: str | Path, overwrite: bool = False, what: str = "output") -> Path:
+    """Check, before any work, that a file can be written at `path`: its parent is (or can be) a folder we may
+    write, and an existing file is only replaced with `overwrite`. Raises one line naming the path and the fix."""
+    from .errors import ErasekitError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ErasekitError(f"{what} {path} is a folder; give a file path")
+    if path.exists() and not overwrite:
+        raise ErasekitError(f"{what} {path} exists; pass --overwrite to replace it, or choose another path")
+    parent = path.parent
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise ErasekitError(f"cannot write {what} {path}: {p} is a file, not a folder")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".erasekit-write-check.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ErasekitError(f"cannot write {what} {path}: {e.strerror or e} ({parent}); choose a writable place") \
+            from None
+    return path
+
+
+def check_writable_dir(folder: str | Path, what: str = "output folder") -> Path:
+    """Check that `folder` is (or can be made) a writable folder, before any work."""
+    from .errors import ErasekitError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ErasekitError(f"{what} {folder} is a file; give a folder path")
+    check_writable(folder / ".erasekit-probe", overwrite=True, what=what)
+    return folder

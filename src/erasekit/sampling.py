@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
+from .conditioning import encode_prompts  # re-exported: the loop's callers encode with it
 from .errors import InvalidValueError
 
 # combine(step_index, t, eps_list) -> eps; eps_list[k] is the (B, 4, h, w) prediction under conditioning k
@@ -74,15 +75,6 @@ def resolve_sampling(pipe: StableDiffusionPipeline, steps: int | None = None,
     return int(steps), float(guidance)
 
 
-@torch.no_grad()
-def encode_prompts(pipe: StableDiffusionPipeline, prompts: Sequence[str]) -> torch.Tensor:
-    """(B, 77, D) text-encoder outputs, padded to the tokenizer's max length as SD1.x pipelines do."""
-    tok = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")
-    ids = tok.input_ids.to(pipe.text_encoder.device)
-    return pipe.text_encoder(ids)[0].to(pipe.unet.dtype)
-
-
 def generators(seeds: Sequence[int]) -> list[torch.Generator]:
     """One CPU generator per image, seeded: what `StableDiffusionPipeline(generator=[...])` receives."""
     return [torch.Generator("cpu").manual_seed(int(sd)) for sd in seeds]
@@ -100,9 +92,10 @@ def initial_latents(pipe: StableDiffusionPipeline, seeds: Sequence[int] | Sequen
     return lat.to(pipe.unet.device) * (scheduler or pipe.scheduler).init_noise_sigma
 
 
-def step_kwargs(scheduler: Any, gens: list[torch.Generator]) -> dict[str, Any]:
+def step_kwargs(scheduler: Any, gens: list[torch.Generator] | torch.Generator) -> dict[str, Any]:
     """The extra `scheduler.step` arguments `StableDiffusionPipeline.prepare_extra_step_kwargs` passes: eta=0 where
-    accepted, and the per-image generators where accepted (stochastic schedulers: DDPM, Euler ancestral, ...)."""
+    accepted, and the per-image generators (or one generator for the whole batch) where accepted (stochastic
+    schedulers: DDPM, Euler ancestral, ...)."""
     params = set(inspect.signature(scheduler.step).parameters)
     out: dict[str, Any] = {}
     if "eta" in params:
@@ -148,6 +141,28 @@ def denoise(pipe: StableDiffusionPipeline, conds: Sequence[torch.Tensor], combin
         eps = pipe.unet(inp, t, encoder_hidden_states=torch.cat(cs)).sample.chunk(k)
         x = sched.step(combine(i, t, list(eps)), t, x, **extra).prev_sample
     return x
+
+
+@torch.no_grad()
+def partial_ddim(unet: torch.nn.Module, scheduler: Any, cond: torch.Tensor, uncond: torch.Tensor, n_steps: int,
+                 stop: int, guidance: float, gen: torch.Generator, batch: int = 1) -> tuple[torch.Tensor, int]:
+    """x_t from `stop` of `n_steps` steps of `scheduler` (DDIM for SD1.x) started at fresh noise, with classifier-free
+    guidance: how ESD, SPM, AdvUnlearn and the soft-prompt attack get their training latents. cond / uncond (1, L, D);
+    `gen` draws the (batch, 4, h, w) noise and reaches every stochastic step. Returns (x (batch, 4, h, w), the
+    timestep the next step would use, i.e. the noise level of x)."""
+    if not 0 <= stop < n_steps:
+        raise InvalidValueError(f"stop must be in [0, {n_steps}), got {stop}")
+    sched = copy.deepcopy(scheduler)
+    sched.set_timesteps(n_steps, device=unet.device)
+    c, s = unet.config.in_channels, unet.config.sample_size
+    x = torch.randn((batch, c, s, s), generator=gen).to(unet.device, unet.dtype) * sched.init_noise_sigma
+    enc = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)]).to(unet.dtype)
+    extra = step_kwargs(sched, gen)
+    for t in sched.timesteps[:stop]:
+        inp = sched.scale_model_input(torch.cat([x, x]), t)
+        eu, ec = unet(inp, t, encoder_hidden_states=enc).sample.chunk(2)
+        x = sched.step(eu + guidance * (ec - eu), t, x, **extra).prev_sample
+    return x, int(sched.timesteps[stop])
 
 
 @torch.no_grad()

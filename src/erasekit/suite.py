@@ -18,6 +18,7 @@ otherwise each listed prompt is generated once. `evaluator` is a name of `erasek
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -160,15 +161,57 @@ def load_suite(name_or_path: str = "default") -> Suite:
         if name not in shipped_suites():
             raise UnknownNameError("suite", name_or_path, shipped_suites() + list(ALIASES))
         text = resources.files("erasekit").joinpath("suites", f"{name}.yaml").read_text()
-    raw = yaml.safe_load(text)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InvalidValueError(f"suite {name_or_path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") \
+            from None
     if not isinstance(raw, dict):
         raise InvalidValueError(f"suite {name_or_path!r} is not a YAML mapping")
+    return _suite_from_raw(raw, str(name_or_path))
+
+
+def _typed(where: str, key: str, value: object, kind: type, minimum: float | None = None) -> object:
+    """`value` checked to be of `kind` (bool is never an int) and >= minimum; errors name the file and the key."""
+    if value is None:
+        return None
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise InvalidValueError(f"suite {where}: {key} must be {'a number' if kind is float else 'an integer'}, "
+                                f"got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise InvalidValueError(f"suite {where}: {key} must be finite, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidValueError(f"suite {where}: {key} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _suite_from_raw(raw: dict, name_or_path: str) -> Suite:
     known = {"name", "description", "model", "evaluator", "sampling", "samples", "neighbours", "attack_prompts",
              "targets", "alignment", "world"}
     unknown = set(raw) - known
     if unknown:
         raise UnknownNameError("suite key", sorted(unknown)[0], known)
     sampling = raw.get("sampling") or {}
+    if not isinstance(sampling, dict):
+        raise InvalidValueError(f"suite {name_or_path}: sampling must be a mapping {{steps, guidance, seed}}, got "
+                                f"{sampling!r}")
+    where = name_or_path
+    _typed(where, "sampling.steps", sampling.get("steps"), int, 1)
+    _typed(where, "sampling.guidance", sampling.get("guidance"), float, 0)
+    _typed(where, "sampling.seed", sampling.get("seed", 0), int, 0)
+    _typed(where, "neighbours", raw.get("neighbours", 2), int, 0)
+    _typed(where, "attack_prompts", raw.get("attack_prompts", 8), int, 1)
+    samples = raw.get("samples") or {}
+    if not isinstance(samples, dict):
+        raise InvalidValueError(f"suite {name_or_path}: samples must be a mapping {{set: count}}, got {samples!r}")
+    for k, v in samples.items():
+        _typed(where, f"samples.{k}", v, int, 0)
+    for k in ("name", "description", "model", "world"):
+        if raw.get(k) is not None and not isinstance(raw.get(k), str):
+            raise InvalidValueError(f"suite {name_or_path}: {k} must be a string, got {raw.get(k)!r}")
     for k in sampling:
         if k not in ("steps", "guidance", "seed"):
             raise UnknownNameError("sampling key", k, ("steps", "guidance", "seed"))

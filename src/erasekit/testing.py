@@ -10,8 +10,10 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from .tokenizer import clip_tokenizer
 
 
-def tiny_pipeline(seed: int = 0, cross_attention_dim: int = 32) -> StableDiffusionPipeline:
-    """A random SD1.x-shaped pipeline: 32x32 images, 8x8x4 latents, 2-layer CLIP text encoder with the real tokenizer."""
+def tiny_pipeline(seed: int = 0, cross_attention_dim: int = 32, world: str | None = None) -> StableDiffusionPipeline:
+    """A random SD1.x-shaped pipeline: 32x32 images, 8x8x4 latents, 2-layer CLIP text encoder with the real tokenizer.
+    `world`: a registered world the pipeline declares (`erasekit.worlds.attach_world`), e.g. "toyworld" so that toy
+    concepts resolve in plumbing tests; random weights never prove efficacy."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(16, 32), norm_num_groups=8,
@@ -29,4 +31,8 @@ def tiny_pipeline(seed: int = 0, cross_attention_dim: int = 32) -> StableDiffusi
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=clip_tokenizer(), unet=unet, scheduler=sched,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    if world is not None:
+        from .worlds import attach_world
+
+        attach_world(pipe, world)
     return pipe

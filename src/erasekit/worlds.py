@@ -300,11 +300,26 @@ def get_world(name: str | World | None = None) -> World:
     return obj() if isinstance(obj, type) else obj
 
 
-def world_of_model(model: str | None) -> World:
-    """The world a model belongs to: the `world` recorded in the model folder's erasekit.json, else "none"."""
+WORLD_ATTRIBUTE = "_erasekit_world"  # set only by `attach_world`
+
+
+def attach_world(pipe: Any, world: str) -> Any:
+    """Declare which registered world an in-memory pipeline belongs to (a model loaded from a folder declares it in
+    its erasekit.json instead); returns `pipe`. E.g. a test pipeline built in code that speaks the toy world."""
+    worlds.get(world)  # unknown names raise with close matches
+    setattr(pipe, WORLD_ATTRIBUTE, world)
+    return pipe
+
+
+def world_of_model(model: Any) -> World:
+    """The world a model belongs to: `attach_world`'s declaration on a pipeline object, else the `world` of the
+    model folder's erasekit.json (a name, folder or loaded pipeline), else "none"."""
     from .models import model_card
 
-    card = model_card(model) if model else {}
+    declared = getattr(model, WORLD_ATTRIBUTE, None)
+    if declared:
+        return get_world(declared)
+    card = model_card(model) if model is not None and model != "" else {}
     return get_world(card.get("world") or "none")
 
 
@@ -318,4 +333,4 @@ def resolve_concept(world: World, name: str) -> ConceptInfo:
 
 __all__ = ["CONCEPT_KINDS", "ConceptInfo", "NONE", "NoWorld", "OTHER_KINDS", "PROMPT_KINDS", "Prompt",
            "PromptListWorld", "SHOWING_KINDS", "UnsupportedError", "World", "get_world", "load_plugins",
-           "resolve_concept", "world_of_model", "worlds"]
+           "attach_world", "resolve_concept", "world_of_model", "worlds"]

@@ -1,5 +1,5 @@
-"""Pieces shared by the optimising attacks: budgets, one gradient step (with the official never-zeroed-gradient
-behaviour available as a flag), projection onto the probability simplex, and noised target latents.
+"""Pieces shared by the optimising attacks: budgets, projection onto the probability simplex, and noised target
+latents. (Token layouts, the embedding-input text encoder and `gradient_step` are in `erasekit.conditioning`.)
 
 Shapes: latents (B, 4, h, w); relaxed one-hot (k, V); token embeddings (k, D).
 """
@@ -7,7 +7,6 @@ Shapes: latents (B, 4, h, w); relaxed one-hot (k, V); token embeddings (k, D).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -32,29 +31,6 @@ class Budget:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.start
-
-
-def gradient_step(optimizer: torch.optim.Optimizer, param: torch.Tensor, loss: torch.Tensor,
-                  accumulate: bool = False, grad_of: torch.Tensor | None = None, sign: bool = False,
-                  on_grad: Callable[[torch.Tensor], None] | None = None) -> None:
-    """One optimiser step on `param` from `loss`.
-
-    accumulate=False (ours): the gradient used is this step's alone. accumulate=True reproduces the official
-    AdvUnlearn soft-prompt loop, which calls `loss.backward()` every step and never zeroes the gradient, so step k
-    uses the sum of the gradients of steps 0..k. grad_of: compute the gradient with respect to this tensor instead and
-    apply it to `param` (PEZ / straight-through: forward with a projection, update the continuous variable).
-    sign: use the sign of the gradient (AdvUnlearn's "fast_at"; officially signed in place, so with accumulate=True
-    the next step adds to the signed gradient, as here). on_grad(g) sees the gradient the optimiser is about to use.
-    """
-    g = torch.autograd.grad(loss, [param if grad_of is None else grad_of])[0].to(param.dtype)
-    if accumulate and param.grad is not None:
-        g = param.grad + g
-    param.grad = g.sign() if sign else g
-    if on_grad is not None:
-        on_grad(param.grad.detach().clone())
-    optimizer.step()
-    if not accumulate:
-        param.grad = None
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..conditioning import encode_embeds, fill, gradient_step, layout, layout_text, nearest_tokens, special_ids, \
+    token_table
 from . import AttackConfig, AttackContext, AttackMethod, Outcome, _check_positive
-from ._common import Budget, gradient_step, noised, train_timesteps
-from ._text import encode_embeds, fill, layout, layout_text, nearest_tokens, special_ids, token_table
+from ._common import Budget, noised, train_timesteps
 
 
 @dataclass(frozen=True)

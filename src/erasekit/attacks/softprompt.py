@@ -23,17 +23,14 @@ inside the attack).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
+from ..conditioning import SOFT_PROMPT_METHODS, SoftPrompt
+from ..sampling import encode_prompts, partial_ddim
 from . import AttackConfig, AttackContext, AttackMethod, Outcome, _check_choice, _check_positive
-from ._common import Budget, gradient_step
-from ._text import encode_embeds, fill, layout, layout_text, nearest_tokens, special_ids, token_table
-
-METHODS = ("pgd", "fast_at")
+from ._common import Budget
 
 
 @dataclass(frozen=True)
@@ -49,36 +46,15 @@ class SoftPromptConfig(AttackConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "k", "lr", "eval_every", "start_guidance")
-        _check_choice(self, "method", METHODS)
-
-
-@torch.no_grad()
-def partial_trajectory(pipe, cond: torch.Tensor, uncond: torch.Tensor, n_steps: int, stop: int, guidance: float,
-                       gen: torch.Generator) -> tuple[torch.Tensor, int]:
-    """Run `stop` of `n_steps` DDIM steps from fresh noise (CFG `guidance`); returns (z (1, 4, h, w), next timestep)."""
-    sched = copy.deepcopy(pipe.scheduler)
-    sched.set_timesteps(n_steps, device=pipe.unet.device)
-    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
-    z = torch.randn((1, c, s, s), generator=gen).to(pipe.unet.device, pipe.unet.dtype) * sched.init_noise_sigma
-    for t in sched.timesteps[:stop]:
-        inp = sched.scale_model_input(torch.cat([z, z]), t)
-        eu, ec = pipe.unet(inp, t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
-        z = sched.step(eu + guidance * (ec - eu), t, z).prev_sample
-    return z, int(sched.timesteps[stop])
+        _check_choice(self, "method", SOFT_PROMPT_METHODS)
 
 
 def softprompt(ctx: AttackContext, prompt: str, seed: int, config: SoftPromptConfig) -> Outcome:
     """Optimise a continuous prefix so that the target's prediction matches the base model's on `prompt`."""
-    from ..sampling import encode_prompts
-
     target, base = ctx.target, ctx.base
     gen = torch.Generator().manual_seed(seed)
-    table = token_table(target).detach()
-    specials = special_ids(target)
-    lay = layout(target, prompt, config.k, "prefix")
-    ids0 = torch.randint(0, table.shape[0], (config.k,), generator=gen)
-    delta = table[ids0].clone().requires_grad_(True)  # (k, D)
-    opt = torch.optim.Adam([delta], lr=config.lr)
+    soft = SoftPrompt(target, prompt, config.k, config.lr, gen, method=config.method,
+                      accumulate=config.accumulate_grads)
     with torch.no_grad():
         cond_base = encode_prompts(base, [prompt])
         cond_t, uncond_t = encode_prompts(target, [prompt]), encode_prompts(target, [""])
@@ -86,29 +62,25 @@ def softprompt(ctx: AttackContext, prompt: str, seed: int, config: SoftPromptCon
     losses: list[float] = []
     done, success = 0, False
     checks: list[dict] = []
-    n = config.sample_steps
+    n = ctx.sample_steps  # the trajectory uses the attack's sampling steps (None in the config = the model default)
     while not budget.exhausted(done):
         stop = int(torch.randint(0, n, (1,), generator=gen))
-        z, t = partial_trajectory(target, cond_t, uncond_t, n, stop, config.start_guidance, gen)
+        z, t = partial_ddim(target.unet, target.scheduler, cond_t, uncond_t, n, stop, config.start_guidance, gen)
         with torch.no_grad():
             want = base.unet(z.to(base.unet.device), t, encoder_hidden_states=cond_base).sample.to(z)
-        cond = encode_embeds(target, fill(target, lay, delta))
-        loss = F.mse_loss(target.unet(z, t, encoder_hidden_states=cond).sample, want)
-        gradient_step(opt, delta, loss, accumulate=config.accumulate_grads, sign=config.method == "fast_at")
-        losses.append(float(loss.detach()))
+        losses.append(soft.step(target.unet, z, t, want))
         done += 1
         if ctx.check is not None and (done % config.eval_every == 0 or budget.exhausted(done)):
             with torch.no_grad():
-                emb = encode_embeds(target, fill(target, lay, delta))
+                emb = soft.embeddings()
             success = bool(ctx.detected(ctx.render_embeddings(emb, [seed], [prompt]))[0])
             checks.append({"step": done, "success": success})
             if success and config.stop_on_success:
                 break
     with torch.no_grad():
-        emb = encode_embeds(target, fill(target, lay, delta))[0]
-    reading = layout_text(target, lay, nearest_tokens(target, delta, exclude=specials))
-    return Outcome(prompt=reading, embedding=emb, losses=losses, steps=done, success=success,
-                   extra={"checks": checks[-5:], "delta_norm": float(delta.detach().norm())})
+        emb = soft.embeddings()[0]
+    return Outcome(prompt=soft.reading(), embedding=emb, losses=losses, steps=done, success=success,
+                   extra={"checks": checks[-5:], "delta_norm": float(soft.delta.detach().norm())})
 
 
 METHOD = AttackMethod("softprompt", SoftPromptConfig, softprompt, kind="embedding", needs_base=True,

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..conditioning import encode_embeds, fill, gradient_step, layout, layout_text, token_table
 from . import AttackConfig, AttackContext, AttackMethod, Outcome, _check_choice, _check_positive
-from ._common import Budget, gradient_step, noised, project_simplex, train_timesteps
-from ._text import encode_embeds, fill, layout, layout_text, token_table
+from ._common import Budget, noised, project_simplex, train_timesteps
 
 SAMPLING = ("multinomial", "argmax")
 

@@ -18,8 +18,11 @@ COMMAND_MODULES = ("erasekit.cli.common_cmds", "erasekit.cli.world_cmds", "erase
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="erasekit")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="show the full traceback of an error instead of one line")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """erasekit: measure, erase, shield and attack concepts in text-to-image diffusion models."""
+    ctx.obj = {"debug": debug}
 
 
 for _name in COMMAND_MODULES:

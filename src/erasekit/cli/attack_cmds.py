@@ -39,9 +39,11 @@ def parse_attack_options(name: str, pairs: tuple[str, ...]) -> dict:
 @click.option("--show-config", is_flag=True, help="list the attack's options and exit")
 @click.option("--shield", default=None, help='shield spec protecting the concept on the target, e.g. "sld:strong"')
 @click.option("--out", default="runs/attack", show_default=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="replace an earlier attack result in --out")
+@click.option("--verify-key", default=None, type=click.Path(exists=True, dir_okay=False), help="refuse --edit files not signed with this key file (HMAC-SHA256)")
 @friendly_errors
 def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_seconds, seed, options, show_config,
-               shield, out) -> None:
+               shield, out, overwrite, verify_key) -> None:
     """Attack a model to revive an erased concept; writes OUT/result.json and OUT/grid.png."""
     import copy
 
@@ -59,6 +61,9 @@ def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_s
         return
     if not concept:
         raise InvalidValueError("give --concept NAME (the model's world lists its concepts: `erasekit ls concepts`)")
+    from ..io import check_writable
+
+    check_writable(Path(out) / "result.json", overwrite, "attack result")  # before any work
     config = parse_attack_options(attack, options)
     if steps is not None:
         config["steps"] = steps
@@ -74,7 +79,7 @@ def attack_cmd(model, edits, attack, concept, prompts, num_prompts, steps, max_s
         base = load_pipeline(model)
         target = copy.deepcopy(base) if edits else base
         for path in edits:
-            Edit.load(path).apply(target)  # refuses edits made for other base weights
+            Edit.load(path, verify_key=verify_key).apply(target)  # refuses edits made for other base weights
         adv(info="attacking", total=len(prompts) or num_prompts)
         shield_obj = None
         if shield:

@@ -83,17 +83,29 @@ def ls_cmd(kind: str | None) -> None:
               help="SPM facilitated transport: scale each SPM --edit per prompt by its similarity to the erased "
                    "concepts instead of applying it fully (other edits are applied as usual)")
 @click.option("--out", default="runs/generate.png", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="replace an existing output file")
+@click.option("--verify-key", default=None, type=click.Path(exists=True, dir_okay=False), help="refuse --edit files not signed with this key file (HMAC-SHA256)")
 @friendly_errors
 def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, edits, shield, protect, transport,
-                 out) -> None:
+                 out, overwrite, verify_key) -> None:
     """Generate a PNG grid (one row per prompt) with any SD1.x pipeline, optionally with edits applied."""
     from .. import generate, load_pipeline
     from ..edits import Edit
     from ..report.images import save_grid
-    from ..sampling import resolve_sampling
+    from ..io import check_writable
+    from ..sampling import check_sampling, resolve_sampling
 
+    check_writable(out, overwrite, "image grid")  # before any work
+    check_sampling(steps, guidance)
+    if num < 1:
+        raise click.UsageError(f"-n/--num must be >= 1, got {num}")
+    if seed < 0:
+        raise click.UsageError(f"--seed must be >= 0, got {seed}")
+    if shield and not protect:
+        raise click.UsageError(f"--shield {shield!r} needs --protect CONCEPT (what it protects); without it the "
+                               "shield would protect nothing")
     pipe = load_pipeline(model)
-    loaded = [Edit.load(path) for path in edits]
+    loaded = [Edit.load(path, verify_key=verify_key) for path in edits]
     spms = [e for e in loaded if transport and e.method == "spm"]
     for e in loaded:
         if not any(e is s for s in spms):
@@ -126,23 +138,31 @@ def generate_cmd(model, prompts, seed, num, steps, guidance, negative_prompt, ed
 
 @click.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--model", default="toyworld", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--per-prompt", default=4, show_default=True, type=int, help="images per prompt")
-@click.option("--erase", default="Zorbo", show_default=True, help="concept erased in the demo ('' to skip erasure)")
-@click.option("--methods", default="uce,rece,mace,realera,fewshot", show_default=True, help="erasers compared")
-@click.option("--suite", default="default", show_default=True)
-@click.option("--limit", default=None, type=int, help="cap every prompt set of the suite (quick runs)")
+@click.option("--model", default=None, help="registered name or folder (default: the demo suites' model, the toy world)")
+@click.option("--erase", default=None, help="concept erased in the demo (default: the erasure-quick spec's; '' skips)")
+@click.option("--methods", default=None, help="comma-separated erasers compared (default: the spec's)")
+@click.option("--suite", default=None, help="suite the erasure is evaluated on (default: the spec's)")
+@click.option("--limit", default=None, type=int, help="cap every prompt set (quick runs)")
 @friendly_errors
-def demo_cmd(out, model, seed, per_prompt, erase, methods, suite, limit) -> None:
-    """The main job on the built-in default: generate and label images per concept family, erase one concept with
-    the closed-form methods and few-shot fine-tuning, evaluate base vs edited, and write an HTML report and PNG grid."""
+def demo_cmd(out, model, erase, methods, suite, limit) -> None:
+    """The main job on the built-in default: judge the toy model's fidelity per concept family, erase one concept
+    with the closed forms and few-shot fine-tuning, evaluate base vs edited through the harness, and write an HTML
+    report and PNG grid; the erasure leaderboard is printed at the end."""
     from ..demo import run_demo
+    from .eval_cmds import print_summary
 
-    ms = tuple(m.strip() for m in methods.split(",") if m.strip())
-    with progress_bar("demo", None) as adv:
-        report = run_demo(Path(out), model=model, seed=seed, per_prompt=per_prompt, erase=erase or None, methods=ms,
-                          suite=suite, limit=limit, progress=adv)
+    ms = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods is not None else ()
+    if methods is not None and not ms:
+        raise click.UsageError(f"--methods {methods!r} names no eraser")
+    from ..io import RunLock, check_writable_dir
+
+    check_writable_dir(out)
+    with RunLock(out), progress_bar("demo", None) as adv:
+        report, bench = run_demo(Path(out), model=model, erase=erase, methods=ms, suite=suite, limit=limit,
+                                 progress=adv)
+    if bench is not None:
+        print_summary(bench, ("detection", "detection_generality", "accuracy_neighbours", "accuracy_unrelated",
+                              "image_drift", "edit_seconds"))
     console.print(f"[bold green]report:[/] {report}")
 
 

@@ -38,9 +38,12 @@ def _print_options(name: str) -> None:
                    "registered evaluator name; checked every -o check_every=N steps (25 when the method's is 0)")
 @click.option("--progress", is_flag=True, help="fine-tuning methods: show a training progress bar")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="edit file to write (.safetensors)")
+@click.option("--overwrite", is_flag=True, help="replace an existing output file")
+@click.option("--sign-key", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="sign the edit's manifest with this secret key file (HMAC-SHA256; verified with --verify-key)")
 @friendly_errors
 def erase_cmd(model, method, erase, preserve, guide, options, on_edits, world_defaults, show_config, check,
-              progress, out) -> None:
+              progress, out, overwrite, sign_key) -> None:
     """Erase concepts (closed-form or fine-tuning method) and write a reversible edit file."""
     from ..edits import Edit, compose
     from ..erasers import erase as run_erase
@@ -55,6 +58,9 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, world_de
         raise InvalidValueError("give at least one --erase concept")
     if out is None:
         raise InvalidValueError("give --out PATH for the edit file (e.g. edits/x.safetensors)")
+    from ..io import check_writable
+
+    check_writable(out, overwrite, "edit file")  # before any work: a finished edit must never be lost
     config = parse_options(method, options)
     erase, preserve, guide = list(erase), list(preserve), list(guide) or None
     from ..worlds import world_of_model
@@ -102,7 +108,7 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, world_de
         edit = run_erase(pipe, method, erase=erase, preserve=preserve, guide=guide, hooks=hooks, **config)
         if base:
             edit = compose(base + [edit])
-        path = edit.save(out)
+        path = edit.save(out, sign_key=sign_key)
     secs = edit.manifest.get("edit_seconds")
     console.print(f"wrote {path} ({len(edit.tensors)} tensors, {edit.num_bytes() / 2**20:.2f} MiB"
                   + (f", edit {secs:.2f} s" if secs is not None else "") + f"): erase={erase}")

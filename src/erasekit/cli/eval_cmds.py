@@ -33,8 +33,9 @@ def _progress(adv):
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]),
               help="model dtype (float16 on GPUs for full-size SD)")
 @click.option("--out", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
+@click.option("--verify-key", default=None, type=click.Path(exists=True, dir_okay=False), help="refuse --edit files not signed with this key file (HMAC-SHA256)")
 @friendly_errors
-def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, device, dtype, out) -> None:
+def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, device, dtype, out, verify_key) -> None:
     """Evaluate the base model (and an edited/shielded one) on a suite: results.json, samples.jsonl, report.html."""
     from ..edits import Edit
     from ..evaluation import BASE, Variant, evaluate, evaluator_for
@@ -42,6 +43,7 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
     from ..suite import load_suite
 
     s = load_suite(suite).limited(limit)
+    loaded = [Edit.load(e, verify_key=verify_key) for e in edits]  # integrity (+ signature) before any work
     if name == BASE:
         raise click.UsageError("--name base is reserved for the unedited model every evaluation measures; choose "
                                "another name (default: edited)")
@@ -55,7 +57,7 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
             raise click.UsageError(f"--concepts {concepts!r} names no concept; give names separated by commas")
     elif edits:
         world = s.world_for(evaluator_for(s))
-        erased = [c for e in edits for c in Edit.load(e).manifest.get("erase", [])]
+        erased = [c for e in loaded for c in e.manifest.get("erase", [])]
         targets = []
         for c in erased:
             if world.knows(c):
@@ -64,8 +66,11 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
                 console.print(f"[yellow]{c!r} (erased by the edit) is not a concept of the suite's world; not "
                               "evaluated as a target[/]")
         targets = list(dict.fromkeys(targets)) or None
+    from ..io import RunLock, check_writable_dir
+
+    check_writable_dir(out)
     pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
-    with progress_bar("evaluating", None) as adv:
+    with RunLock(out), progress_bar("evaluating", None) as adv:
         res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv), clip=clip, pipe=pipe)
     report = write_report(out)
     print_summary(res)
@@ -138,8 +143,13 @@ def bench_cmd(ctx, spec, methods, concepts, suite, model, limit, clip, device, d
     if limit is not None:
         bs = dataclasses.replace(bs, limit=limit)
     s = load_suite(suite or bs.suite)
+    from ..io import RunLock, check_writable, check_writable_dir
+
+    check_writable_dir(out)
+    if markdown:
+        check_writable(markdown, overwrite=True, what="markdown file")
     pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
-    with progress_bar("benchmarking", None) as adv:
+    with RunLock(out), progress_bar("benchmarking", None) as adv:
         res = run_bench(bs, out, pipe=pipe, model=model, progress=_progress(adv), suite=s, clip=clip)
     report = write_report(out, title=f"erasekit benchmark: {bs.name}")
     print_summary(res, bs.table)
@@ -157,8 +167,11 @@ def _load_for(model: str | None, device: str, dtype: str):
 
     from ..models import load_pipeline
 
+    from ._util import check_device
+
     if not model:
         raise click.UsageError("the suite names no model: pass --model")
+    check_device(device)
     return load_pipeline(model, dtype=getattr(torch, dtype), device=device)
 
 

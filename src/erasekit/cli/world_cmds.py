@@ -24,10 +24,19 @@ def world() -> None:
 @click.option("--seed", default=0, type=int, show_default=True)
 @click.option("-n", "--num", default=1, type=int, show_default=True, help="how many (seeds seed..seed+n-1)")
 @click.option("--out", default="runs/render.png", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="replace an existing output file")
 @friendly_errors
-def render_cmd(obj, colour, artist, character, unsafe, seed, num, out) -> None:
+def render_cmd(obj, colour, artist, character, unsafe, seed, num, out, overwrite) -> None:
     """Render ground-truth scenes to a PNG grid."""
     import numpy as np
+
+    from ..io import check_writable
+
+    if num < 1:
+        raise click.UsageError(f"-n/--num must be >= 1, got {num}")
+    if seed < 0:
+        raise click.UsageError(f"--seed must be >= 0, got {seed}")
+    check_writable(out, overwrite, "image grid")
 
     from ..report import save_grid
     from ..world import Scene, render

@@ -6,6 +6,8 @@ Each method is one file (config dataclass + function) registered lazily here, so
     rece     Reliable and Efficient Concept Erasure (Gong et al., ECCV 2024), closed form, iterative
     mace     MACE stage 1 closed-form refinement (Lu et al., CVPR 2024)
     realera  RealEra neighbour-concept mining + beyond-concept regularisation (Liu et al., 2024), closed-form part
+    speed    SPEED null-space-constrained closed form (Li et al., ICLR 2026)
+    trce     TRCE stage 1, [EoT] closed-form edit of malicious prompts (Chen et al., ICCV 2025)
     leace    LEACE on text-encoder outputs folded into cross-attention (Belrose et al., NeurIPS 2023), baseline
 
 Fine-tuning methods (`Method(trains=True)`) share the loop of `_training.py` (progress, seed, budget, checkpoints,
@@ -87,6 +89,10 @@ erasers.add("mace", "erasekit.erasers.mace:METHOD",
             help="MACE stage 1: closed-form refinement of contexts without the concept words")
 erasers.add("realera", "erasekit.erasers.realera:METHOD",
             help="RealEra closed-form part: neighbour-concept mining + beyond-concept regularisation")
+erasers.add("speed", "erasekit.erasers.speed:METHOD",
+            help="SPEED: UCE-style edit in the null space of a refined retain set (retained outputs kept exactly)")
+erasers.add("trce", "erasekit.erasers.trce:METHOD",
+            help="TRCE stage 1: closed-form edit of the [EoT] rows of malicious prompts toward safe counterparts")
 erasers.add("leace", "erasekit.erasers.leace:METHOD",
             help="LEACE on text-encoder outputs, folded into cross-attention (baseline)")
 erasers.add("esd", "erasekit.erasers.esd:METHOD",

@@ -19,57 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import torch
-from torch import nn
 
+from ..conditioning import F64, PipelineLike, adversarial_embedding, cholesky, cross_attention_kv, \
+    cross_attention_modules, kv_weights
 from ..errors import InvalidValueError
 
-F64 = torch.float64
-
-
-class PipelineLike(Protocol):
-    """What the erasers read: a diffusers StableDiffusionPipeline, or any object with these three components."""
-
-    unet: nn.Module
-    text_encoder: nn.Module
-    tokenizer: Any
-
-
-# ------------------------------------------------------------------------------------------------ weights
-
-
-def cross_attention_modules(unet: nn.Module) -> dict[str, nn.Module]:
-    """{"unet.<module path>": attention module} for every cross-attention of a UNet, in module order.
-
-    A module counts as cross-attention when diffusers marks it `is_cross_attention` (SD1.x: every `attn2`).
-    """
-    out: dict[str, nn.Module] = {}
-    for name, module in unet.named_modules():
-        is_cross = getattr(module, "is_cross_attention", None)
-        if is_cross is None:
-            is_cross = name.endswith("attn2")
-        if is_cross and hasattr(module, "to_k") and hasattr(module, "to_v"):
-            out[f"unet.{name}"] = module
-    if not out:
-        raise InvalidValueError(f"{type(unet).__name__} has no cross-attention to_k/to_v projections to edit")
-    return out
-
-
-def cross_attention_kv(unet: nn.Module, with_to_k: bool = True, with_to_v: bool = True) -> dict[str, nn.Linear]:
-    """The cross-attention key/value projections of a UNet as {"unet.<module>.to_k.weight": Linear}: they map
-    text-encoder rows (d = cross_attention_dim) to keys/values (out = inner dim). Order: per module, to_k then to_v."""
-    out: dict[str, nn.Linear] = {}
-    for name, module in cross_attention_modules(unet).items():
-        for proj in (("to_k",) if with_to_k else ()) + (("to_v",) if with_to_v else ()):
-            out[f"{name}.{proj}.weight"] = getattr(module, proj)
-    return out
-
-
-def kv_weights(pipe: PipelineLike, with_to_k: bool = True) -> dict[str, torch.Tensor]:
-    """Current cross-attention K/V weights of `pipe.unet` as {parameter name: (out, d) tensor} (detached views)."""
-    return {n: m.weight.detach() for n, m in cross_attention_kv(pipe.unet, with_to_k=with_to_k).items()}
+# PipelineLike, the K/V weight access and RECE's adversarial_embedding live in erasekit.conditioning (shared with the
+# attacks); they are imported here for the closed-form erasers, which read them from this module.
+__all__ = ["F64", "Encoded", "PipelineLike", "Rows", "adversarial_embedding", "cross_attention_kv",
+           "cross_attention_modules", "encode", "kv_weights", "non_concept_pair", "normal_matrix", "solve",
+           "span_pair", "token_lengths"]
 
 
 # ------------------------------------------------------------------------------------------------ text rows
@@ -213,12 +174,8 @@ def normal_matrix(rows: Rows, lamb: float) -> torch.Tensor:
 
 
 def _cholesky(m: torch.Tensor, lamb: float) -> torch.Tensor:
-    chol, info = torch.linalg.cholesky_ex(m)
-    if int(info) != 0:
-        raise InvalidValueError(
-            f"the closed-form system is singular (lamb={lamb}, {m.shape[0]} dims): with lamb=0 it needs at least as "
-            "many "            "independent erase + preserve rows as dimensions; set lamb > 0 or add preserve prompts")
-    return chol
+    return cholesky(m, f"lamb={lamb}; with lamb=0 it needs at least as many independent erase + preserve rows as "
+                       "dimensions; set lamb > 0 or add preserve prompts")
 
 
 def solve(weights: dict[str, torch.Tensor], rows: Rows, lamb: float,
@@ -252,30 +209,3 @@ def solve(weights: dict[str, torch.Tensor], rows: Rows, lamb: float,
             delta = (w_c @ diff.T.to(dev, cdt)) @ k_c
         out[name] = (w_c + delta).to(w.dtype)
     return out
-
-
-# ------------------------------------------------------------------------------------------------ RECE
-
-
-def adversarial_embedding(current: Sequence[torch.Tensor], original: Sequence[torch.Tensor], emb: torch.Tensor,
-                          reg: float, target: torch.Tensor | None = None) -> torch.Tensor:
-    """RECE's closed-form adversarial embedding: rows c' (n, d) minimising, per row,
-
-        sum_l ||W'_l c' - W_l c||^2 + reg ||c' - t||^2
-
-    over all edited K/V matrices W'_l (`current`) against the unedited W_l (`original`); t = 0 ("regzero") when
-    `target` is None, else the rows of `target` (n, d) ("standard" regularisation toward the old guide embedding).
-    c' = (reg I + sum W'^T W')^-1 (reg t + sum W'^T W c).
-    """
-    d = emb.shape[-1]
-    a = reg * torch.eye(d, dtype=F64)
-    b = torch.zeros(d, d, dtype=F64)
-    for w_now, w_old in zip(current, original, strict=True):
-        cdt = F64 if w_now.dtype == F64 else torch.float32
-        a += (w_now.T.to(cdt) @ w_now.to(cdt)).to("cpu", F64)
-        b += (w_now.T.to(cdt) @ w_old.to(w_now.device, cdt)).to("cpu", F64)
-    rhs = emb.to("cpu", F64) @ b.T
-    if target is not None:
-        rhs = rhs + reg * target.to("cpu", F64)
-    chol = _cholesky(a, reg)
-    return torch.cholesky_solve(rhs.T, chol).T

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..conditioning import tokenize  # re-exported: the text-encoder erasers tokenise with it
 from ..errors import InvalidValueError
 
 _LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
@@ -65,12 +66,6 @@ def optimiser_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tens
     optimizer.step()
     for p in params:
         p.grad = None
-
-
-def tokenize(pipe: Any, prompts: Sequence[str]) -> torch.Tensor:
-    """(B, L) padded token ids of `prompts` (SD1.x padding to the tokenizer's max length)."""
-    return pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt").input_ids
 
 
 class _TextEncoderHolder:

@@ -36,6 +36,7 @@ from diffusers import StableDiffusionPipeline
 
 from ..errors import InvalidValueError
 from ..io import load_checkpoint
+from ..sampling import partial_ddim  # re-exported: ESD, SPM and AdvUnlearn import it from here
 
 # images (N, H, W, 3) uint8 -> (N,) bool "the concept is present" (the toy oracle, NudeNet, any callable)
 Check = Callable[[np.ndarray], np.ndarray]
@@ -173,26 +174,6 @@ def render_check(pipe: StableDiffusionPipeline, prompts: Sequence[str], hooks: T
     seeds = [int(s) for _ in prompts for s in hooks.check_seeds]
     with torch.no_grad():
         return generate(pipe, ps, seeds, steps=hooks.sample_steps, guidance=hooks.guidance)
-
-
-@torch.no_grad()
-def partial_ddim(unet: torch.nn.Module, scheduler: Any, cond: torch.Tensor, uncond: torch.Tensor, n_steps: int,
-                 stop: int, guidance: float, gen: torch.Generator, batch: int = 1) -> tuple[torch.Tensor, int]:
-    """x_t from `stop` of `n_steps` DDIM steps started at fresh noise with classifier-free guidance (ESD's and
-    AdvUnlearn's way of getting training latents). cond / uncond (1, L, D). Returns (x (batch, 4, h, w), the
-    timestep the next step would use, i.e. the noise level of x)."""
-    if not 0 <= stop < n_steps:
-        raise InvalidValueError(f"stop must be in [0, {n_steps}), got {stop}")
-    sched = copy.deepcopy(scheduler)
-    sched.set_timesteps(n_steps, device=unet.device)
-    c, s = unet.config.in_channels, unet.config.sample_size
-    x = torch.randn((batch, c, s, s), generator=gen).to(unet.device, unet.dtype) * sched.init_noise_sigma
-    enc = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)]).to(unet.dtype)
-    for t in sched.timesteps[:stop]:
-        inp = sched.scale_model_input(torch.cat([x, x]), t)
-        eu, ec = unet(inp, t, encoder_hidden_states=enc).sample.chunk(2)
-        x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
-    return x, int(sched.timesteps[stop])
 
 
 def _config_key(method: str, config: Any, extra: Any = None) -> str:

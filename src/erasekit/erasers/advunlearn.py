@@ -32,7 +32,7 @@ containing an erase prompt are dropped, and the request's `preserve` prompts are
 
 Deviations from the official code:
   - Bug fixed: the official attack loop never zeroes the adversarial gradient (step k follows the sum of all earlier
-    gradients); `accumulate_grads=True` reproduces it (erasekit.attacks._common.gradient_step).
+    gradients); `accumulate_grads=True` reproduces it (erasekit.conditioning.gradient_step).
   - Prefix positions come from the tokenizer (official: the prompt's word count `len(word.split())`, which cuts or
     pads multi-token words such as most names).
   - The UNet is evaluated at the timestep the DDIM trajectory reached (official: DDIM steps sampled with the ESD code
@@ -55,8 +55,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..attacks._common import gradient_step
-from ..attacks._text import encode_embeds, fill, layout, token_table
+from ..conditioning import encode_embeds, fill, gradient_step, layout, token_table
 from ..config import check_choice, check_min
 from ..errors import InvalidValueError
 from . import EraseRequest, Method

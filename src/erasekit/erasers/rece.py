@@ -10,15 +10,22 @@ Starting from a UCE-erased model (weights W'), each epoch and each erased concep
   2. a UCE edit of the *current* weights over all L rows: c'_k -> W' E(guide)_k, preserving the preserve prompts'
      rows (default: the empty prompt), regulariser lamb ||W - W'||^2.
 Defaults from the official scripts: lamb 0.1, erase_scale 1, preserve_scale 0.1, regular_scale 1e-3 (artists; nudity
-uses 0.1), epochs 1 (nudity: 3). The starting UCE uses the paper-era token span (RECE's checkpoints came from the
-paper-era script) with lamb 0.5, erase_scale 1, preserve_scale 0.1.
+uses 0.1), epochs 1 (nudity: 3).
+
+The starting UCE (`start`):
+  - "official" (default): RECE's own `erase_methods/train_uce.py` (paper-era UCE span): token span, lamb 0.5,
+    erase_scale 1, technique replace, empty guide -> BOS (the script turns '' into ' '), preserve set
+    `[''] + preserve` (all 77 rows of each) with preserve scale max(0.1, 1 / len(that set)) rounded to 3 decimals,
+    i.e. 1.0 with no preserve prompts (`train_artists.py` likewise uses `[''] + preserve`). `uce_preserve_scale`
+    overrides the scale; `uce_token`, `uce_lamb`, `uce_erase_scale` and `empty_guide` still apply.
+  - "plain": erasekit's earlier start: only the given preserve prompts, scale `uce_preserve_scale` (default 0.1),
+    empty guide 'aligned' unless `empty_guide` says otherwise.
 
 Deviations from the official code:
   - The official loop generates images after every epoch and keeps the epoch with the lowest NudeNet/Q16 rate. We
     have no detector in the loop: all `epochs` are run and the last weights are returned (select `epochs` with
     `erasekit` metrics instead). Per-epoch diagnostics are recorded in the manifest (`info.epochs`).
-  - Empty guides follow `empty_guide` for the starting UCE (see erasekit.erasers.uce; official: BOS); in the
-    adversarial edit the guide's rows are aligned by position, as in the official code.
+  - In the adversarial edit the guide's rows are aligned by position, as in the official code.
   - Default preserve set when none is given: the empty prompt (official: " " for non-art, a random sample of the
     1,734-artist list for art, which we do not ship). The "surrogate" regularisation variants are not implemented.
   - Solves in float64 via the shared residual form (official: float32 inverses).
@@ -38,6 +45,7 @@ from .concepts import CONCEPT_TYPES, concept_type, default_guide
 from .uce import EMPTY_GUIDE, TOKENS, build
 
 EMBEDDINGS = ("regzero", "standard")
+STARTS = ("official", "plain")
 
 
 @dataclass(frozen=True)
@@ -54,24 +62,41 @@ class RECEConfig:
     uce_token: str = field(default="span", metadata={"help": "token selection of the starting UCE ('span'|'last')"})
     uce_lamb: float = field(default=0.5, metadata={"help": "lamb of the starting UCE"})
     uce_erase_scale: float = field(default=1.0, metadata={"help": "erase_scale of the starting UCE"})
-    uce_preserve_scale: float = field(default=0.1, metadata={"help": "preserve_scale of the starting UCE"})
-    empty_guide: str = field(default="aligned", metadata={
-        "help": "empty-guide row in the starting UCE ('aligned'|'bos')"})
+    uce_preserve_scale: float | None = field(default=None, metadata={
+        "help": "preserve_scale of the starting UCE (None: official max(0.1, 1/n) with start=official, else 0.1)"})
+    empty_guide: str | None = field(default=None, metadata={
+        "help": "empty-guide row in the starting UCE ('aligned'|'bos'; None: 'bos' for official, else 'aligned')"})
+    start: str = field(default="official", metadata={
+        "help": "starting UCE: 'official' (RECE's train_uce.py: preserve [''] + preserve) or 'plain'"})
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
             raise InvalidValueError(f"epochs must be >= 0, got {self.epochs}")
         for name in ("lamb", "erase_scale", "preserve_scale", "regular_scale", "uce_lamb", "uce_erase_scale",
                      "uce_preserve_scale"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise InvalidValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.regular_scale == 0 and self.epochs > 0:
             raise InvalidValueError("regular_scale must be > 0 (it keeps the adversarial embedding well defined)")
-        for name, valid in (("embedding", EMBEDDINGS), ("uce_token", TOKENS), ("empty_guide", EMPTY_GUIDE),
-                            ("concept_type", CONCEPT_TYPES)):
+        for name, valid in (("embedding", EMBEDDINGS), ("uce_token", TOKENS), ("concept_type", CONCEPT_TYPES),
+                            ("start", STARTS)):
             check_choice(name, getattr(self, name), valid)
+        if self.empty_guide is not None:
+            check_choice("empty_guide", self.empty_guide, EMPTY_GUIDE)
         if not self.uce and self.epochs == 0:
             raise InvalidValueError("uce=False with epochs=0 would change nothing")
+
+
+def start_preserve(config: RECEConfig, preserve: list[str]) -> tuple[list[str], float, str]:
+    """(preserve prompts, preserve scale, empty-guide rule) of the starting UCE for `config.start`."""
+    if config.start == "official":
+        retain = [""] + preserve
+        scale = config.uce_preserve_scale
+        if scale is None:
+            scale = round(max(0.1, 1 / len(retain)), 3)
+        return retain, scale, config.empty_guide or "bos"
+    scale = 0.1 if config.uce_preserve_scale is None else config.uce_preserve_scale
+    return preserve, scale, config.empty_guide or "aligned"
 
 
 def rece(pipe: PipelineLike, request: EraseRequest, config: RECEConfig) -> tuple[dict[str, torch.Tensor], dict]:
@@ -81,8 +106,9 @@ def rece(pipe: PipelineLike, request: EraseRequest, config: RECEConfig) -> tuple
     original = {n: w.clone() for n, w in kv_weights(pipe, with_to_k=config.with_to_k).items()}
     weights = original
     if config.uce:
-        rows, _ = build(pipe, list(request.erase), guides, list(request.preserve), config.uce_token,
-                        config.empty_guide, config.uce_erase_scale, config.uce_preserve_scale)
+        preserve, scale, empty_guide = start_preserve(config, list(request.preserve))
+        rows, _ = build(pipe, list(request.erase), guides, preserve, config.uce_token, empty_guide,
+                        config.uce_erase_scale, scale)
         weights = solve(original, rows, config.uce_lamb)
     concepts, targets = encode(pipe, list(request.erase)), encode(pipe, guides)
     keep = encode(pipe, list(request.preserve) or [""])

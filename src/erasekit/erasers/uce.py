@@ -10,7 +10,9 @@ p_j: rows of preserved concepts. Two token selections:
   - token="last" (current official `trainscripts/uce_sd_erase.py`): one row per prompt, its last word token
     (index attention_mask.sum() - 2); preserve rows likewise.
   - token="span" (paper-era `train-scripts/train_erase.py`): rows from the last word token through EOS and padding,
-    aligned with the guide's rows from its last word token; preserve prompts contribute all 77 rows.
+    aligned with the guide's rows from its last word token; preserve prompts contribute all 77 rows. With no preserve
+    prompts the span mode preserves the 77 rows of "" (as the paper-era script does: `retain_text_=None` -> `['']`),
+    so the unconditional prompt's keys/values stay put; pass preserve prompts to replace it.
 technique="tensor" (paper-era option): v*_i = W0 g - <u, W0 g> u with u = W0 c / ||W0 c|| (Frobenius over the rows).
 
 Defaults: erase_scale 1, preserve_scale 1, lamb 0.5, guide "art" for art concepts else "" (current official code).
@@ -133,7 +135,8 @@ def uce(pipe: PipelineLike, request: EraseRequest, config: UCEConfig) -> tuple[d
     guides = request.guides(default_guide(kind))
     erase_prompts, guide_prompts = expanded_pairs(
         request.erase, guides, (config.templates or UCE_TEMPLATES[kind]) if config.expand_prompts else None)
-    rows, pairs = build(pipe, erase_prompts, guide_prompts, list(request.preserve), config.token, config.empty_guide,
+    preserve = list(request.preserve) or ([""] if config.token == "span" else [])  # paper-era span: keep E("")
+    rows, pairs = build(pipe, erase_prompts, guide_prompts, preserve, config.token, config.empty_guide,
                         config.erase_scale, config.preserve_scale)
     weights = kv_weights(pipe, with_to_k=config.with_to_k)
     values = None
@@ -144,8 +147,8 @@ def uce(pipe: PipelineLike, request: EraseRequest, config: UCEConfig) -> tuple[d
             rows.keys = torch.cat([rows.keys, c])
             rows.targets = torch.cat([rows.targets, g])
             rows.erase_w = torch.cat([rows.erase_w, torch.full((len(c),), config.erase_scale, dtype=torch.float64)])
-        if request.preserve:
-            keep = encode(pipe, list(request.preserve), length=None if config.token == "span" else 1)
+        if preserve:
+            keep = encode(pipe, preserve, length=None if config.token == "span" else 1)
             rows.add_preserve(keep.last_token() if config.token == "last" else keep.hidden.reshape(-1, rows.d),
                               config.preserve_scale)
         values = tensor_values(weights, pairs)

@@ -4,16 +4,19 @@ files.
     results = evaluate(load_suite("default"), [Variant("uce", edits=("e.safetensors",))], out="runs/eval")
 
 1. plan      (`plan.py`)     every target becomes explicit prompt sets from the suite's world; edits are loaded and
-                             hashed once per variant; every unit gets a content cache key (base weights fingerprint,
-                             dtype, device, scheduler, steps, guidance, edit sha256s, shield/attack configs, prompts,
-                             seeds; attack units also the evaluator's identity)
+                             hashed once per variant, shield/attack specs parsed once; every unit gets a content cache
+                             key (base weights fingerprint, dtype, device, scheduler, steps, guidance, edit sha256s,
+                             shield config, prompts, seeds; shielded units also what the shield protects and the
+                             world; attack units also the attack config, the world and the evaluator's identity)
 2. generate  (`generate.py`) what the cache lacks, under `<out>/cache/` (resumable; sharded under `accelerate launch`)
 3. score     (`score.py`)    the evaluator labels each image once; metrics through `erasekit.metrics` Metric objects
 4. aggregate (`results.py`)  means over targets, costs, provenance -> results.json (strict JSON) + samples.jsonl
 
-The base model is always evaluated: drift is relative to it on the same seeds. `erasekit report RUN_DIR` rebuilds the
-HTML report from those files alone. Nothing here knows a particular world: prompts come from `suite.world_for(...)`,
-judgements from the suite's evaluator.
+The base model is always evaluated: drift is relative to it on the same seeds. Steps and guidance are the suite's,
+else the model card's (`erasekit.sampling.resolve_sampling`). `erasekit report RUN_DIR` rebuilds the HTML report
+from those files alone (`run_images` reads any prompt set's images back). Nothing here knows a particular world:
+prompts come from `suite.world_for(evaluator)`, judgements from the suite's evaluator, and every number is named in
+the one vocabulary of `erasekit.metrics.RESULT_METRICS`.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from typing import Any
 from ..errors import InvalidValueError
 from ..suite import Suite
 from .generate import generate_missing, shard
-from .plan import BASE, Variant, build_plan, hash_seed, prompt_sets
-from .results import aggregate, write_results
+from .plan import BASE, Variant, build_plan, hash_seed, prepare_variants, prompt_sets
+from .results import aggregate, run_images, write_results
 from .score import label_units
 
 
@@ -68,29 +71,39 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
     model = model or suite.model or ("<pipeline object>" if pipe is not None else "")
     if not model:
         raise InvalidValueError(f"suite {suite.name!r} names no model; pass one (--model PATH_OR_HUB_ID)")
-    judge = evaluator_for(suite, evaluator)  # before any generation: a missing optional package fails here
+    # everything a user can get wrong fails here, before the model is loaded
+    judge = evaluator_for(suite, evaluator)
     world = suite.world_for(judge)
-    targets = list(suite.targets if targets is None else targets)
-    if not targets:
-        raise InvalidValueError("no target concept to evaluate (an empty --concepts list?)")
-    for t in targets:
-        world.concept(t)  # unknown concept -> UnknownNameError with close matches
-        judge.target(t)  # the evaluator must see it (e.g. nudenet sees only "nudity")
+    targets = resolve_targets(world, judge, suite.targets if targets is None else targets)
+    prepared = prepare_variants(variants)
     scorer = clip_scorer_for(suite, clip)
     pipe = pipe if pipe is not None else load_pipeline(model)
     steps, guidance = resolve_sampling(pipe, suite.steps, suite.guidance)
 
-    plan = build_plan(suite, variants, targets, pipe, model, judge, world, steps, guidance)
+    plan = build_plan(suite, prepared, targets, pipe, model, judge, world, steps, guidance)
     if progress:
         progress(0, total=sum(len(u.prompts) for u in plan.units), description="evaluating")
-    (out / "cache").mkdir(parents=True, exist_ok=True)
     seconds = generate_missing(plan, pipe, out, progress)
     if shard()[0] != 0:
         return {}
     images, labels, samples = label_units(plan, out, scorer)
     results = aggregate(plan, out, images, labels, samples, seconds, scorer, t_start)
-    write_results(out, results, samples)
-    return results
+    return write_results(out, results, samples)
+
+
+def resolve_targets(world: Any, evaluator: Any, targets: Sequence[str]) -> list[str]:
+    """The targets' canonical names in `world` (duplicates dropped); an unknown concept, one the evaluator cannot
+    see, or an empty list raises before any work."""
+    if isinstance(targets, str):
+        raise InvalidValueError(f"targets must be a list of concept names, got the string {targets!r}")
+    if not targets:
+        raise InvalidValueError("no target concept to evaluate (an empty --concepts list?); name at least one")
+    names = []
+    for t in targets:
+        name = world.concept(t).name  # unknown concept -> UnknownNameError with close matches
+        evaluator.target(name)  # the evaluator must see it (e.g. nudenet sees only "nudity")
+        names.append(name)
+    return list(dict.fromkeys(names))
 
 
 def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str], out: str | Path,
@@ -113,4 +126,4 @@ def bench_methods(suite: Suite, methods: Sequence[str], concepts: Sequence[str],
 
 
 __all__ = ["BASE", "Variant", "bench_methods", "clip_scorer_for", "evaluate", "evaluator_for", "hash_seed",
-           "prompt_sets"]
+           "prompt_sets", "resolve_targets", "run_images"]

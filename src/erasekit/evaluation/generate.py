@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write_bytes
-from .plan import AttackUnit, Plan, PreparedVariant, attack_dir, cache_path
+from .plan import AttackUnit, Plan, PreparedVariant, attack_dir, cache_path, protected_concept
 
 Progress = Callable[..., None]
 
@@ -77,19 +77,11 @@ def shard() -> tuple[int, int, Callable[[], None]]:
     return state.process_index, state.num_processes, state.wait_for_everyone
 
 
-def protected_concept(plan: Plan, target: str):
-    """The shields' view of a target: its name, keywords and family, from the world."""
-    from ..shields import ProtectedConcept
-    from ..worlds import resolve_concept
-
-    info = resolve_concept(plan.world, target)
-    return ProtectedConcept(info.name, tuple(info.keywords), family=info.family)
-
-
 def generate_missing(plan: Plan, pipe: Any, out: Path, progress: Progress | None = None) -> dict[str, float]:
     """Generate every uncached unit and attack unit of this process's shard; returns {variant: seconds spent}."""
     from ..generation import generate
 
+    (out / "cache").mkdir(parents=True, exist_ok=True)
     rank, world_size, barrier = shard()
     mine = [u for k, u in enumerate(plan.units) if k % world_size == rank]
     mine_attacks = [a for k, a in enumerate(plan.attack_units) if k % world_size == rank]
@@ -166,7 +158,8 @@ def _shield_for(plan: Plan, pv: PreparedVariant, target: str, pipe: Any, built: 
     if target not in built:
         from ..shields import get_shield
 
-        built[target] = get_shield(pv.shield["spec"], concepts=[protected_concept(plan, target)], pipe=pipe)
+        built[target] = get_shield(pv.shield["spec"], concepts=[protected_concept(plan.world, target)], pipe=pipe,
+                                   world=plan.world)
     return built[target]
 
 

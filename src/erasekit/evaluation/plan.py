@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,11 @@ BASE = "base"
 class Variant:
     """One model under test: the base pipeline with `edits` applied in order (files or Edit objects), generating
     through `shield` (a spec of `erasekit.shields.get_shield`, protecting each target concept) if given, and attacked
-    with `attack` (a spec of `erasekit.attacks.parse_spec`) for the robustness metrics if given."""
+    with `attack` (a spec of `erasekit.attacks.parse_spec`) for the robustness metrics if given.
+
+    The name "base" is reserved for the unedited, unshielded model every evaluation measures (drift is relative to
+    it): `Variant("base")` with edits or a shield is refused; `Variant("base", attack=...)` attacks the base model
+    itself (its images stay the base's). cost: caller-measured costs by `erasekit.metrics.COSTS` name."""
 
     name: str
     edits: tuple = ()
@@ -100,22 +105,54 @@ def _key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+VOLATILE_MANIFEST_KEYS = ("created", "erasekit_version", "edit_seconds", "hmac_sha256")  # cannot change the images
+
+
+def edit_sha256(edit: Any) -> str:
+    """Content identity of an edit: sha256 of its manifest without the keys that cannot change its effect (creation
+    time, version, timing, signature). The manifest holds the sha256 of every base and edited tensor, which
+    `Edit.load` has verified against the tensors, so equal content <=> equal identity wherever the file lives."""
+    manifest = {k: v for k, v in edit.manifest.items() if k not in VOLATILE_MANIFEST_KEYS}
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (recorded in the provenance next to the edit's content identity)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def prepare_variant(v: Variant) -> PreparedVariant:
-    """Load and check `v`'s edits once; parse its shield and attack specs once (bad specs fail here)."""
+    """Load and check `v`'s edits once (each file read and hashed once); parse its shield and attack specs once (bad
+    specs fail here, before any generation)."""
     from ..edits import Edit
 
     if not isinstance(v.name, str) or not v.name.strip():
         raise InvalidValueError(f"a variant needs a non-empty name, got {v.name!r}")
     if v.name == BASE and (v.edits or v.shield):
         raise InvalidValueError("the variant name 'base' is reserved for the unedited, unshielded model that every "
-                                "evaluation measures; give the edited variant another name (e.g. --name edited)")
+                                "evaluation measures; give the edited or shielded variant another name (e.g. --name "
+                                "edited)")
+    from ..metrics import COSTS
+
+    for k, val in v.cost.items():
+        if k not in COSTS:
+            from ..errors import UnknownNameError
+
+            raise UnknownNameError(f"cost of variant {v.name!r}", k, list(COSTS))
+        if not isinstance(val, (int, float)) or isinstance(val, bool) or not math.isfinite(val):
+            raise InvalidValueError(f"cost {k!r} of variant {v.name!r} must be a finite number, got {val!r}")
     edits, info = [], []
     for e in v.edits:
-        edit = e if isinstance(e, Edit) else Edit.load(e)
+        in_memory = isinstance(e, Edit)
+        edit = e if in_memory else Edit.load(e)
         edits.append(edit)
-        info.append({"file": str(e) if not isinstance(e, Edit) else f"<{edit.manifest.get('method', 'edit')} in memory>",
-                     "sha256": edit.manifest["edited_sha256"], "method": edit.manifest.get("method"),
-                     "erase": list(edit.manifest.get("erase") or [])})
+        info.append({"file": f"<{edit.manifest.get('method', 'edit')} edit in memory>" if in_memory else str(e),
+                     "file_sha256": None if in_memory else file_sha256(e), "sha256": edit_sha256(edit),
+                     "method": edit.manifest.get("method"), "erase": list(edit.manifest.get("erase") or [])})
     shield = None
     if v.shield:
         from ..shields import parse_spec as parse_shield
@@ -186,34 +223,57 @@ def attack_prompts(suite: Suite, world: World, concept: str) -> list[str]:
     return texts
 
 
-def build_plan(suite: Suite, variants: Sequence[Variant], targets: Sequence[str], pipe: Any, model: str, evaluator: Any,
-               world: World, steps: int, guidance: float) -> Plan:
-    """The whole evaluation as explicit units with content cache keys (nothing is generated here)."""
-    from ..fingerprint import pipeline_fingerprint
+def protected_concept(world: World, target: str) -> Any:
+    """The shields' view of a target: its name, keywords and family, from the world."""
+    from ..shields import ProtectedConcept
+    from ..worlds import resolve_concept
 
+    info = resolve_concept(world, target)
+    return ProtectedConcept(info.name, tuple(info.keywords), family=info.family)
+
+
+def prepare_variants(variants: Sequence[Variant]) -> list[PreparedVariant]:
+    """Every variant prepared once (`prepare_variant`), the base first (added when missing); names must be unique."""
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise InvalidValueError(f"variant names must be unique; got {names}")
     prepared = [prepare_variant(v) for v in variants]
     if BASE not in names:
         prepared.insert(0, prepare_variant(Variant(BASE)))
-    fp = pipeline_fingerprint(pipe)
+    return prepared
+
+
+def build_plan(suite: Suite, prepared: Sequence[PreparedVariant], targets: Sequence[str], pipe: Any, model: str,
+               evaluator: Any, world: World, steps: int, guidance: float) -> Plan:
+    """The whole evaluation as explicit units with content cache keys (nothing is generated here).
+
+    A unit's key holds the base weights fingerprint (weights, dtype, device, scheduler), steps, guidance, the
+    variant's edit identities and shield config, the prompts and seeds; a shielded unit also what the shield
+    protects (the target's name, keywords and family) and the world (calibration prompts); an attack unit also the
+    attack config, the world and the evaluator (its success check)."""
+    from ..fingerprint import pipeline_fingerprint
+
+    fp = pipeline_fingerprint(pipe)  # recomputed on every call: an in-place weight change is never missed
     common = {"base": fp["sha256"], "steps": steps, "guidance": guidance}
     sets = {t: prompt_sets(suite, world, t, pipe) for t in targets}
     units: list[Unit] = []
     attack_units: list[AttackUnit] = []
     for pv in prepared:
         for t, by_set in sets.items():
+            protects = {}
+            if pv.shield is not None or pv.attack is not None:
+                protects = {"protect": _jsonable(protected_concept(world, t)), "world": world.identity()}
             for name, prompts in by_set.items():
                 seeds = tuple(suite.seed * 100_003 + hash_seed(name, t) + i for i in range(len(prompts)))
-                key = _key(**common, variant=pv.identity(), prompts=[p.text for p in prompts], seeds=seeds)
+                key = _key(**common, variant=pv.identity(), prompts=[p.text for p in prompts], seeds=seeds,
+                           **(protects if pv.shield is not None else {}))
                 units.append(Unit(pv.name, t, name, tuple(prompts), seeds, key))
             if pv.attack is not None:
                 texts = tuple(attack_prompts(suite, world, t))
                 key = _key(**common, variant=pv.identity(), attack=pv.attack, target=t, prompts=texts,
-                           seed=suite.seed, evaluator=evaluator.identity())
+                           seed=suite.seed, evaluator=evaluator.identity(), **protects)
                 attack_units.append(AttackUnit(pv.name, t, texts, key))
-    return Plan(suite, world, evaluator, model, fp, steps, guidance, list(targets), sets, prepared, units,
+    return Plan(suite, world, evaluator, model, fp, steps, guidance, list(targets), sets, list(prepared), units,
                 attack_units)
 
 
@@ -226,4 +286,6 @@ def attack_dir(out: Path, unit: AttackUnit) -> Path:
 
 
 __all__ = ["AttackUnit", "BASE", "Plan", "PreparedVariant", "Unit", "Variant", "attack_dir", "attack_prompts",
-           "build_plan", "cache_path", "hash_seed", "prepare_variant", "prompt_sets"]
+           "build_plan", "cache_path", "edit_sha256", "file_sha256", "hash_seed", "prepare_variant", "prepare_variants",
+           "prompt_sets",
+           "protected_concept"]

@@ -78,6 +78,9 @@ def provenance(plan: Plan, scorer: Any, t_start: float) -> dict:
         "weights_sha256": plan.fingerprint["sha256"], "dtype": plan.fingerprint["dtype"],
         "device": plan.fingerprint["device"], "scheduler": plan.fingerprint["scheduler"],
         "steps": plan.steps, "guidance": plan.guidance, "seed": plan.suite.seed,
+        "edits": {pv.name: pv.edit_info for pv in plan.variants if pv.edit_info},
+        "shields": {pv.name: pv.shield for pv in plan.variants if pv.shield is not None},
+        "attacks": {pv.name: pv.attack for pv in plan.variants if pv.attack is not None},
         "suite": plan.suite.name, "suite_sha256": plan.suite.sha256(), "suite_settings": asdict(plan.suite),
         "world": plan.world.identity(), "evaluator": plan.evaluator.identity(),
         **({"alignment": scorer.identity()} if scorer is not None else {}),
@@ -97,11 +100,37 @@ def _check_finite(x: Any, where: str = "results") -> None:
             _check_finite(v, f"{where}[{i}]")
 
 
-def write_results(out: Path, results: dict, samples: list[dict]) -> None:
-    """results.json (strict JSON: NaN/inf refused, naming the key) and samples.jsonl, each written atomically."""
+def write_results(out: Path, results: dict, samples: list[dict]) -> dict:
+    """results.json (strict JSON: NaN/inf refused, naming the key) and samples.jsonl, each written atomically;
+    returns what results.json now holds (plain JSON types: lists, not tuples)."""
     _check_finite(results)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1, allow_nan=False))
+    text = json.dumps(results, indent=1, allow_nan=False)
+    atomic_write_text(out / "results.json", text)
     atomic_write_text(out / "samples.jsonl", "".join(json.dumps(s, allow_nan=False) + "\n" for s in samples))
+    return json.loads(text)
 
 
-__all__ = ["aggregate", "provenance", "write_results"]
+def run_images(run_dir: str | Path, variant: str, target: str, set_name: str) -> np.ndarray:
+    """(N, H, W, 3) uint8 images of one prompt set of a finished run, read from its files alone: samples.jsonl names
+    the cache file and index of every image; set_name "attacked" gives the attacked images (from results.json)."""
+    run_dir = Path(run_dir)
+    if set_name == "attacked":
+        res = json.loads((run_dir / "results.json").read_text())
+        att = res["variants"][variant].get("attacks", {}).get(target)
+        if att is None:
+            raise InvalidValueError(f"variant {variant!r} of {run_dir} was not attacked on {target!r}")
+        with np.load(run_dir / att["images"]) as z:
+            return z["images"]
+    rows = [r for r in map(json.loads, (run_dir / "samples.jsonl").read_text().splitlines())
+            if (r["variant"], r["target"], r["set"]) == (variant, target, set_name)]
+    if not rows:
+        raise InvalidValueError(f"{run_dir} has no images of ({variant!r}, {target!r}, {set_name!r})")
+    files = {r["cache"] for r in rows}
+    batches = {}
+    for f in files:
+        with np.load(run_dir / "cache" / f) as z:
+            batches[f] = z["images"]
+    return np.stack([batches[r["cache"]][r["index"]] for r in sorted(rows, key=lambda r: r["index"])])
+
+
+__all__ = ["aggregate", "provenance", "run_images", "write_results"]

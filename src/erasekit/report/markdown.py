@@ -1,4 +1,5 @@
-"""Markdown helpers for benchmark write-ups: tables, and replacing one `## Section` of a file atomically."""
+"""Markdown for benchmark write-ups: `results_table` renders results.json files (the one metric vocabulary, ↓/↑ in the
+header), `md_table` any table, `replace_section` swaps one `## Section` of a file atomically."""
 
 from __future__ import annotations
 
@@ -30,14 +31,35 @@ def replace_section(path: str | Path, heading: str, body: str) -> None:
     atomic_write_text(path, new)
 
 
-def results_table(results: dict, metrics: Sequence[str] = (), per_target: bool = False, digits: int = 3) -> str:
-    """A markdown table of a results.json (an `evaluate` run or a benchmark): one row per variant (per variant and
-    target with `per_target`), the given metric/cost names as columns (default: every measured metric), headers with
-    ↑/↓ from the results' `metrics_info`. Numbers are printed as stored, nothing is recomputed."""
-    info = results.get("metrics_info") or {}
-    names = list(results["variants"])
-    if not metrics:
-        metrics = sorted({k for n in names for k in results["variants"][n]["mean"]})
+def measured_metrics(results: dict | Sequence[dict]) -> list[str]:
+    """The metric names present in the results' means, in the vocabulary's order (`erasekit.metrics.RESULT_METRICS`;
+    names outside it last, sorted)."""
+    from ..metrics import RESULT_METRICS
+
+    runs = [results] if isinstance(results, dict) else list(results)
+    present = {k for r in runs for v in r["variants"].values() for k in v["mean"]}
+    return [m for m in RESULT_METRICS if m in present] + sorted(present - set(RESULT_METRICS))
+
+
+def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), per_target: bool = False,
+                  digits: int = 3, runs: Sequence[str] | None = None) -> str:
+    """A markdown table of one results.json (an `evaluate` run or a benchmark) or several: one row per variant (per
+    variant and target with `per_target`), the given metric/cost names as columns (default: every measured metric,
+    in the vocabulary's order), headers with ↓/↑ from the results' own `metrics_info`. Several results get a first
+    "run" column labelled by `runs` (default: each result's suite name). Numbers are printed as stored, nothing is
+    recomputed; a metric a row lacks is left empty."""
+    many = not isinstance(results, dict)
+    all_runs = list(results) if many else [results]
+    if not all_runs:
+        raise ErasekitError("results_table needs at least one result")
+    labels = list(runs) if runs is not None else [r.get("provenance", {}).get("suite", f"run {i}")
+                                                   for i, r in enumerate(all_runs)]
+    if len(labels) != len(all_runs):
+        raise ErasekitError(f"results_table got {len(labels)} run labels for {len(all_runs)} results")
+    metrics = list(metrics) or measured_metrics(all_runs)
+    info: dict[str, dict] = {}
+    for r in all_runs:
+        info.update(r.get("metrics_info") or {})
 
     def head(m: str) -> str:
         h = info.get(m, {}).get("higher_is_better")
@@ -49,16 +71,16 @@ def results_table(results: dict, metrics: Sequence[str] = (), per_target: bool =
         return "" if v is None else str(v)
 
     def value(entry: dict, m: str, target: str | None) -> object:
-        src = entry["metrics"][target] if target is not None else entry["mean"]
+        src = entry["metrics"].get(target, {}) if target is not None else entry["mean"]
         return src.get(m, entry["cost"].get(m))
 
-    if per_target:
-        header = ["variant", "target"] + [head(m) for m in metrics]
-        rows = [[n, t] + [cell(value(results["variants"][n], m, t)) for m in metrics]
-                for t in results["targets"] for n in names]
-    else:
-        header = ["variant"] + [head(m) for m in metrics]
-        rows = [[n] + [cell(value(results["variants"][n], m, None)) for m in metrics] for n in names]
+    header = (["run"] if many else []) + ["variant"] + (["target"] if per_target else []) + [head(m) for m in metrics]
+    rows = []
+    for label, r in zip(labels, all_runs):
+        for t in (r["targets"] if per_target else [None]):
+            for n, entry in r["variants"].items():
+                rows.append(([label] if many else []) + [n] + ([t] if per_target else [])
+                            + [cell(value(entry, m, t)) for m in metrics])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)

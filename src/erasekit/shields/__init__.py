@@ -22,6 +22,7 @@ shield's config (tuple values separated by ";"), or one bare value for the shiel
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import time
@@ -48,6 +49,8 @@ shields.add("guardians", "erasekit.shields.guardians:Guardians",
             help="Guardians of Generation: detect, rewrite, mix c = (1-w) E(p) + w E(p_rewrite); no LLM")
 shields.add("detector", "erasekit.shields.detector:PromptDetector",
             help="prompt/embedding detector of protected concepts (token match + calibrated similarity); refuses")
+shields.add("adavd", "erasekit.shields.adavd:AdaVD",
+            help="AdaVD: project cross-attention values off the concept's value, adaptive shift (no weight change)")
 shields.add("image_filter", "erasekit.shields.detector:ImageFilter",
             help="output filter (toy oracle, NudeNet or a user classifier): blocks or regenerates flagged images")
 
@@ -149,6 +152,8 @@ class Plan:
     guidance: float
     cond_hooks: list[CondHook] = field(default_factory=list)
     terms: list[GuidanceTerm] = field(default_factory=list)
+    # context managers entered around the denoising loop, each made by wrap(pipe) (AdaVD's attention processors)
+    wraps: list[Callable[[StableDiffusionPipeline], contextlib.AbstractContextManager]] = field(default_factory=list)
 
 
 def make_combine(guidance: float, terms: Sequence[GuidanceTerm]) -> Callable[[int, torch.Tensor, list[torch.Tensor]],
@@ -365,8 +370,11 @@ def run_plan(pipe: StableDiffusionPipeline, plan: Plan, seeds: Sequence[int]) ->
             c = hook(i, t, c)
         return [uncond, c, *extra]
 
-    latents = denoise(pipe, [uncond, plan.cond, *extra], combine, list(seeds), steps=plan.steps,
-                      cond_fn=hooked if hooks else None)
+    with contextlib.ExitStack() as stack:
+        for wrap in plan.wraps:
+            stack.enter_context(wrap(pipe))
+        latents = denoise(pipe, [uncond, plan.cond, *extra], combine, list(seeds), steps=plan.steps,
+                          cond_fn=hooked if hooks else None)
     return decode(pipe, latents)
 
 

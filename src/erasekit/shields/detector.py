@@ -157,15 +157,17 @@ class TextEmbedder:
 def world_negatives(world: Any, concepts: Sequence[ProtectedConcept], n: int = 400, seed: int = 1234) -> list[str]:
     """Unprotected calibration prompts from the world (`World.calibration_prompts`: never its evaluation wording);
     a world that has none raises a message saying to pass negatives or a fixed threshold."""
+    from ..errors import UnknownNameError
     from ..worlds import UnsupportedError, get_world
 
     world = get_world(world)
     names = [c.name for c in concepts]
     try:
         return list(world.calibration_prompts(names, n, seed))
-    except UnsupportedError:
-        raise InvalidValueError(f"cannot calibrate a detector for {names}: world {world.name!r} has no calibration "
-                                "prompts; pass negatives=[unprotected prompts] or a fixed threshold") from None
+    except (UnsupportedError, UnknownNameError):
+        raise InvalidValueError(f"cannot calibrate a detector for {names}: they are not concepts of world "
+                                f"{world.name!r}, which draws the calibration prompts; pass negatives=[unprotected "
+                                "prompts] or a fixed threshold") from None
 
 
 def calibrate_threshold(scores: np.ndarray, already: np.ndarray, target_fpr: float) -> float:

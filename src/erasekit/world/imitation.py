@@ -16,6 +16,7 @@ from ..errors import InvalidValueError
 from ..generation import generate
 from ..imitation.frequency import ConceptCount, caption_matches, max_f1_threshold, max_similarity
 from ..imitation.score import TOP_K, Embedder, ImitationScore, embed, imitation_score
+from .catalogue import CATALOGUE
 
 
 def training_images(dataset, family: str, concept: str) -> np.ndarray:
@@ -44,8 +45,6 @@ def toy_imitation(pipe, embedder: Embedder, dataset, family: str = "artist", con
 
     images_out, if given, receives {concept: (n, H, W, 3) generated images}.
     """
-    from .catalogue import CATALOGUE
-
     names = list(concepts) if concepts is not None else [c.name for c in CATALOGUE.items_by_family()[family]]
     if not names:
         raise InvalidValueError(f"no concepts given for family {family!r}")

@@ -1,0 +1,68 @@
+"""Benchmarks as data: specs load with clear errors, run through the one evaluation harness, reuse their edits,
+and their tables come from results.json alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from erasekit.benchmark import BenchSpec, VariantSpec, load_bench_spec, run_bench, shipped_specs
+from erasekit.errors import InvalidValueError, UnknownNameError
+from erasekit.report.markdown import results_table
+from erasekit.suite import Suite
+
+
+def tiny_suite() -> Suite:
+    return Suite(name="tiny", targets=("Zorbo",), samples=dict(direct=2, heldout=2, neighbours=1, unrelated=2),
+                 steps=2, guidance=3.0, neighbours=1, world="toyworld")
+
+
+def test_every_shipped_spec_loads():
+    names = shipped_specs()
+    assert {"erasure-toy", "erasure-quick", "shields-toy", "attacks-toy"} <= set(names)
+    for n in names:
+        spec = load_bench_spec(n)
+        assert spec.variants and spec.description
+
+
+@pytest.mark.parametrize("text, exc, needle", [
+    ("name: x\nvariants: [{name: a, method: uce}]\ntabel: []\n", UnknownNameError, "table"),
+    ("name: x\nvariants: [{name: a, mehtod: uce}]\n", UnknownNameError, "method"),
+    ("name: x\nvariants: [{name: base, method: uce}]\n", InvalidValueError, "base"),
+    ("name: x\nvariants: [{name: a}]\n", InvalidValueError, "no method"),
+    ("name: x\nvariants: []\n", InvalidValueError, "no variants"),
+    ("name: x\nlimit: 0\nvariants: [{name: a, method: uce}]\n", InvalidValueError, "limit"),
+    ("name: [x\n", InvalidValueError, "YAML"),
+])
+def test_bad_specs_get_clear_errors(tmp_path, text, exc, needle):
+    p = tmp_path / "b.yaml"
+    p.write_text(text)
+    with pytest.raises(exc, match=needle):
+        load_bench_spec(str(p))
+
+
+def test_run_bench_goes_through_the_harness_and_reuses_edits(tiny_pipe, tmp_path, monkeypatch):
+    import erasekit.erasers as erasers_mod
+
+    spec = BenchSpec(name="t", concepts=("Zorbo",), variants=(
+        VariantSpec("uce", method="uce"), VariantSpec("neg", shield="negative_prompt"),
+        VariantSpec("uce+neg", method="uce", shield="negative_prompt")))
+    res = run_bench(spec, tmp_path, pipe=tiny_pipe, suite=tiny_suite())
+    assert set(res["variants"]) == {"base", "uce", "neg", "uce+neg"}
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["variants"]["uce"]["metrics"]["Zorbo"] == res["variants"]["uce"]["metrics"]["Zorbo"]
+    assert (tmp_path / "zorbo" / "results.json").exists() and (tmp_path / "samples.jsonl").exists()
+    assert saved["bench"]["spec_sha256"] == spec.sha256()
+    table = results_table(saved, ["detection", "accuracy_unrelated", "edit_seconds"])
+    assert "detection ↓" in table and "accuracy_unrelated ↑" in table and "| uce |" in table
+    calls = []
+    real = erasers_mod.erase
+    monkeypatch.setattr(erasers_mod, "erase", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = run_bench(spec, tmp_path, pipe=tiny_pipe, suite=tiny_suite())
+    assert calls == []  # identical request and base weights: the saved edits are reused
+    assert again["variants"]["uce"]["metrics"] == res["variants"]["uce"]["metrics"]
+    from erasekit.report.eval_report import write_report
+
+    html = write_report(tmp_path).read_text()
+    assert "uce+neg" in html and 'id="leaderboard-table"' in html
