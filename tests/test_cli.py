@@ -46,17 +46,20 @@ def test_world_render_and_bad_concept(tmp_path):
 
 
 def test_demo_writes_report_and_grid(tmp_path):
-    res = run("demo", "--out", str(tmp_path / "demo"), "--per-prompt", "1", "--methods", "uce", "--limit", "2")
+    res = run("demo", "--out", str(tmp_path / "demo"), "--methods", "uce", "--limit", "2")
     assert res.exit_code == 0, res.output
+    assert "mean over target concepts" in res.output and "detection" in res.output  # the leaderboard is printed
     html = (tmp_path / "demo" / "report.html").read_text()
-    assert "summary-table" in html and "toyworld-oracle" in html and 'id="leaderboard-table"' in html
-    assert html.count("<img") >= 14 + 2 + 2 * 2  # generations, two plots, base and uce grids
-    assert (tmp_path / "demo" / "erasure" / "edits" / "uce-zorbo.safetensors").exists()
+    assert 'id="fidelity"' in html and "toyworld-oracle" in html and 'id="leaderboard-table"' in html
     assert "http://" not in html and "https://" not in html  # self-contained
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert len(results["samples"]) == 14 and set(results["agreement"]) == {"object", "colour", "artist", "character", "unsafe"}
+    assert len(results["fidelity"]["targets"]) == 14
     assert set(results["erasure"]["variants"]) == {"base", "uce"}
+    assert list((tmp_path / "demo" / "erasure" / "edits").glob("uce-zorbo-*.safetensors"))
     assert (tmp_path / "demo" / "grid.png").exists()
+    # the demo's numbers come from the harness: its run folders rebuild their reports from files
+    assert (tmp_path / "demo" / "fidelity" / "samples.jsonl").exists()
+    assert (tmp_path / "demo" / "erasure" / "results.json").exists()
 
 
 def test_generate_and_attack_accept_a_shield(tmp_path):
@@ -80,7 +83,8 @@ def test_eval_with_edit_shield_and_attack(tmp_path):
     saved = json.loads((tmp_path / "ev" / "results.json").read_text())
     for v in ("base", "edited"):
         m = saved["variants"][v]["metrics"]["Zorbo"]
-        assert {"asr_pre", "asr_post", "asr"} <= set(m) and saved["variants"][v]["attacks"]["Zorbo"]["attack"] == "copycat"
-    assert "asr" in res.output
+        assert {"attack_detection_pre", "attack_detection_post", "attack_success"} <= set(m)
+        assert saved["variants"][v]["attacks"]["Zorbo"]["attack"] == "copycat"
+    assert "attack_success" in res.output
     bad = CliRunner().invoke(main, ["eval", "--attack", "copycta", "--limit", "1", "--out", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "copycat" in bad.output

@@ -35,6 +35,10 @@ TEST_CASES = [
     ("mace", {"lamb": 0.0, "prior_prompts": ("a red circle", "a blue square", "Kiko")}),
     ("realera", {}),
     ("leace", {}),
+    ("rece", {"start": "plain"}),
+    ("speed", {}),
+    ("speed", {"invariant": False, "aug_num": 0, "with_to_k": True}),
+    ("trce", {}),
 ]
 
 

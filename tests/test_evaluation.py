@@ -127,7 +127,8 @@ def test_evaluate_writes_results_and_resumes_from_cache(tiny_pipe, tmp_path, mon
         assert key in saved["provenance"], key
     assert m["image_drift"] == 0.0  # base vs itself
     lines = (tmp_path / "samples.jsonl").read_text().splitlines()
-    assert len(lines) == sum(len(p) for t in ("Zorbo", "nudity") for p in prompt_sets(tiny_suite(), toy, t, tiny_pipe).values())
+    assert len(lines) == sum(len(p) for t in ("Zorbo", "nudity")
+                             for p in prompt_sets(tiny_suite(), toy, t, tiny_pipe).values())
     assert again["variants"]["base"]["metrics"] == res["variants"]["base"]["metrics"]
 
 
@@ -217,7 +218,7 @@ def test_corrupt_cache_file_is_regenerated_and_report_rebuilds_from_files(tiny_p
     victim.write_bytes(b"not an npz")
     with pytest.warns(UserWarning, match="corrupt"):
         again = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
-    assert again["variants"] == res["variants"] | {"base": {**res["variants"]["base"], "cost": again["variants"]["base"]["cost"]}}
+    assert again["variants"]["base"]["metrics"] == res["variants"]["base"]["metrics"]
     html = write_report(tmp_path).read_text()
     (tmp_path / "report.html").unlink()
     assert write_report(tmp_path).read_text() == html  # rebuilt from the files alone, identical
@@ -329,6 +330,13 @@ def test_cli_eval_and_report_rebuild_from_files(tiny_pipe, tmp_path):
     assert (out / "report.html").read_text() == html and "| variant | detection ↓ |" in res.output
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code != 0 and "results.json" in res.output and "Traceback" not in res.output
+    from erasekit import erase
+
+    edit = erase(tiny_pipe, "uce", erase=["Zorbo"]).save(tmp_path / "e.safetensors")
+    res = CliRunner().invoke(main, ["eval", "--suite", str(suite), "--edit", str(edit), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert saved["targets"] == ["Zorbo"] and saved["variants"]["edited"]["edits"][0]["file"] == str(edit)
     for args, needle in ((["--concepts", ","], "names no concept"), (["--name", "base", "--shield", "negative_prompt"],
                                                                      "reserved")):
         res = CliRunner().invoke(main, ["eval", "--suite", str(suite), "--out", str(tmp_path / "x"), *args])
@@ -371,3 +379,19 @@ def test_uce_lowers_detection_on_the_toy_model(toy_pipe, tmp_path):
     assert res["provenance"]["steps"] == 25 and res["provenance"]["guidance"] == 5.0  # the model card's
     assert base["detection"] >= 0.75 and uce["detection"] <= 0.25
     assert uce["accuracy_unrelated"] >= 0.5 and 0 < uce["image_drift"] < 0.2
+
+
+def test_a_target_with_its_own_lists_uses_its_own_neighbours_and_unrelated(tiny_pipe, tmp_path):
+    """Own (unlabelled) neighbour/unrelated lists are scored by image drift only; the world's are never consulted."""
+    from erasekit.evaluators import CallableEvaluator
+
+    ev = CallableEvaluator(lambda images: images.reshape(len(images), -1).mean(1) > 127, concept="blob")
+    suite = Suite(name="own", targets=("blob",), samples={}, steps=2, guidance=3.0, evaluator="callable",
+                  prompts={"blob": {"direct": ["a blob"], "neighbours": ["a puddle", "a cloud"],
+                                    "unrelated": ["a bicycle"]}})
+    sets = prompt_sets(suite, suite.world_for(ev), "blob", tiny_pipe)
+    assert [p.text for p in sets["neighbours"]] == ["a puddle", "a cloud"] and sets["neighbours"][0].labels == {}
+    res = evaluate(suite, [Variant("neg", shield="negative_prompt")], tmp_path, pipe=tiny_pipe, evaluator=ev)
+    m = res["variants"]["neg"]["metrics"]["blob"]
+    assert set(m) == {"detection", "image_drift", "image_drift_neighbours"}
+    assert res["variants"]["base"]["metrics"]["blob"]["image_drift_neighbours"] == 0.0

@@ -78,7 +78,8 @@ def test_generate_validates(tiny_pipe):
 def test_generate_equals_the_pipeline_for_every_scheduler(toy_pipe, scheduler):
     """One generation path: `generate` (the explicit loop shields/attacks use) equals `pipe(...)` with the same
     per-image generators, for deterministic and stochastic schedulers (the generators reach every step). The toy
-    model, not a random one: a random UNet saturates Euler-ancestral images to black, which would prove nothing."""
+    model, not a random one, so that the compared images are real pictures (`ours.std() > 10`); the tiny-pipe test
+    below compares latents."""
     import diffusers
 
     tiny_pipe = toy_pipe
@@ -97,3 +98,36 @@ def test_generate_equals_the_pipeline_for_every_scheduler(toy_pipe, scheduler):
         other = generate(tiny_pipe, prompts[1:2], [seeds[1] + 1], steps=4, guidance=3.0)
         assert np.abs(other[0].astype(int) - ours[1].astype(int)).max() > 1
     assert ours.std() > 10  # real images, not a saturated constant
+
+
+@pytest.mark.parametrize("scheduler", ["DDIMScheduler", "DDPMScheduler", "EulerAncestralDiscreteScheduler"])
+def test_generate_latents_equal_the_pipeline_on_the_tiny_pipe(tiny_pipe, scheduler, monkeypatch):
+    """`generate`'s final latents (what it decodes) equal `pipe(..., output_type="latent")` with one seeded generator
+    per image, negative prompt included, for deterministic and stochastic schedulers; and they do not depend on the
+    global RNG (the per-image generators reach every stochastic step)."""
+    import diffusers
+
+    import erasekit.generation as generation
+
+    pipe = tiny_pipe
+    # SD1.x's own beta schedule: the tiny pipe's squaredcos_cap_v2 ends at alpha_bar = 0, an infinite Euler sigma
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config, beta_schedule="scaled_linear",
+                                                               beta_start=0.00085, beta_end=0.012)
+    seen: list[torch.Tensor] = []
+    real_decode = generation.decode
+    monkeypatch.setattr(generation, "decode", lambda p, lat: seen.append(lat.clone()) or real_decode(p, lat))
+    prompts, seeds = ["a red circle", "a blue square", "a green ring"], [3, 7, 11]
+    kw = dict(num_inference_steps=4, guidance_scale=3.0, negative_prompt=["blurry"] * len(prompts))
+    torch.manual_seed(0)
+    ours = generate(pipe, prompts, seeds, steps=4, guidance=3.0, negative_prompt="blurry")
+    theirs = pipe(prompts, output_type="latent", generator=[torch.Generator().manual_seed(s) for s in seeds],
+                  **kw).images
+    torch.testing.assert_close(seen[0], theirs, rtol=0, atol=1e-5)
+    images = pipe(prompts, output_type="np", generator=[torch.Generator().manual_seed(s) for s in seeds], **kw).images
+    images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+    assert np.abs(ours.astype(int) - images.astype(int)).max() <= 1
+    torch.manual_seed(1)  # another global RNG state: the same latents
+    generate(pipe, prompts, seeds, steps=4, guidance=3.0, negative_prompt="blurry")
+    assert torch.equal(seen[1], seen[0])
+    generate(pipe, prompts, seeds, steps=4, guidance=3.0)  # the negative prompt is used
+    assert (seen[2] - seen[0]).abs().max() > 1e-3

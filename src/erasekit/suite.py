@@ -72,6 +72,11 @@ class Suite:
         for t in self.targets:
             if t not in self.prompts:
                 world.concept(t)  # unknown concept -> UnknownNameError with suggestions
+        for k, v in self.alignment.items():
+            if k != "clip":
+                raise UnknownNameError("alignment key", k, ("clip",))
+            if not isinstance(v, str) or not v.strip():
+                raise InvalidValueError(f"alignment.clip must be the path of a local CLIP checkpoint folder, got {v!r}")
         if not self.evaluator:
             if not world.evaluator:
                 raise InvalidValueError(f"suite {self.name!r} names no evaluator and its world {world.name!r} has "
@@ -80,11 +85,6 @@ class Suite:
         from .evaluators import check_evaluator
 
         check_evaluator(self.evaluator, self.evaluator_options)
-        for k, v in self.alignment.items():
-            if k != "clip":
-                raise UnknownNameError("alignment key", k, ("clip",))
-            if not isinstance(v, str) or not v.strip():
-                raise InvalidValueError(f"alignment.clip must be the path of a local CLIP checkpoint folder, got {v!r}")
 
     def base_world(self):
         """The registered world of the catalogue targets: `world`, else the model card's world, else "none"."""

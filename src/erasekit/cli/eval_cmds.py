@@ -1,8 +1,10 @@
-"""`erasekit eval` and `erasekit bench`: the evaluation harness on the command line."""
+"""`erasekit eval`, `erasekit report` and `erasekit bench`: the evaluation harness on the command line.
+
+`eval` writes results.json + samples.jsonl (`erasekit.evaluation.evaluate`) and then the report through the same
+function `erasekit report RUN_DIR` calls (`erasekit.report.eval_report.write_report`, from the files alone); the
+terminal summary and every table use the metric names and arrows of the results' own `metrics_info`."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
@@ -24,7 +26,8 @@ def _progress(adv):
 @click.option("--attack", default=None, help='attack every variant (base included) on the suite\'s attack prompts for '
               'the robustness metrics, e.g. "copycat" or "unlearndiffatk:steps=20" (see `erasekit ls attacks`)')
 @click.option("--suite", default="default", show_default=True, help="shipped suite name or a YAML file")
-@click.option("--concepts", default=None, help="comma-separated target concepts (default: the edit's, else the suite's)")
+@click.option("--concepts", default=None,
+              help="comma-separated target concepts (default: the edit's, else the suite's)")
 @click.option("--name", default="edited", show_default=True, help="name of the edited variant in the results")
 @click.option("--limit", default=None, type=int, help="cap every prompt set at this many images (quick runs)")
 @click.option("--clip", default=None, type=click.Path(exists=True, file_okay=False),
@@ -50,13 +53,14 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
     variants = [Variant(BASE, attack=attack)] if attack else []
     if edits or shield:
         variants.append(Variant(name, edits=tuple(edits), shield=shield, attack=attack))
-    targets = None
+    targets, judge = None, None
     if concepts is not None:
         targets = [c.strip() for c in concepts.split(",") if c.strip()]
         if not targets:
             raise click.UsageError(f"--concepts {concepts!r} names no concept; give names separated by commas")
     elif edits:
-        world = s.world_for(evaluator_for(s))
+        judge = evaluator_for(s)  # built once, handed to evaluate
+        world = s.world_for(judge)
         erased = [c for e in loaded for c in e.manifest.get("erase", [])]
         targets = []
         for c in erased:
@@ -71,7 +75,8 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
     check_writable_dir(out)
     pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
     with RunLock(out), progress_bar("evaluating", None) as adv:
-        res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv), clip=clip, pipe=pipe)
+        res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv), clip=clip, pipe=pipe,
+                       evaluator=judge)
     report = write_report(out)
     print_summary(res)
     console.print(f"[bold green]report:[/] {report}")
@@ -176,8 +181,9 @@ def _load_for(model: str | None, device: str, dtype: str):
 
 
 def print_summary(res: dict, columns: tuple[str, ...] = ()) -> None:
-    """The leaderboard in the terminal: mean over targets of the measured metrics (or `columns`), arrows from the
-    results' own `metrics_info`."""
+    """The leaderboard in the terminal: mean over targets of the measured metrics (or `columns`), named and arrowed
+    as in the results' own `metrics_info`. One row per variant; one row per metric when that is too wide for the
+    terminal (metric names are never cut)."""
     from rich.table import Table
 
     from ..report.eval_report import LEADERBOARD
@@ -185,14 +191,30 @@ def print_summary(res: dict, columns: tuple[str, ...] = ()) -> None:
     info = res.get("metrics_info") or {}
     wanted = list(columns) or list(LEADERBOARD) + ["clip_score_direct"]
     cols = [c for c in wanted if any(c in v["mean"] or c in v["cost"] for v in res["variants"].values())]
-    table = Table(title="mean over target concepts")
-    table.add_column("variant")
-    for c in cols:
+
+    def head(c: str) -> str:
         h = info.get(c, {}).get("higher_is_better")
-        table.add_column(c + ("" if h is None else " ↑" if h else " ↓"))
-    for name, v in res["variants"].items():
-        vals = [v["mean"].get(c, v["cost"].get(c)) for c in cols]
-        table.add_row(name, *[f"{x:.3f}" if isinstance(x, float) else ("" if x is None else str(x)) for x in vals])
+        return c + ("" if h is None else " ↑" if h else " ↓")
+
+    def cell(v: dict, c: str) -> str:
+        x = v["mean"].get(c, v["cost"].get(c))
+        return f"{x:.3f}" if isinstance(x, float) else ("" if x is None else str(x))
+
+    names = list(res["variants"])
+    wide = 4 + max(map(len, names), default=7) + sum(len(head(c)) + 3 for c in cols)
+    table = Table(title="mean over target concepts")
+    if wide <= console.width:
+        table.add_column("variant", no_wrap=True)
+        for c in cols:
+            table.add_column(head(c), no_wrap=True)
+        for name, v in res["variants"].items():
+            table.add_row(name, *[cell(v, c) for c in cols])
+    else:
+        table.add_column("metric", no_wrap=True)
+        for name in names:
+            table.add_column(name)
+        for c in cols:
+            table.add_row(head(c), *[cell(v, c) for v in res["variants"].values()])
     console.print(table)
 
 

@@ -76,7 +76,7 @@ def ls_cmd(name: str | None) -> None:
 @shield.command("check")
 @click.option("--prompt", "prompts", multiple=True, required=True, help="prompt to check (repeatable)")
 @click.option("--protect", "protect", multiple=True, required=True, help="protected concept (repeatable)")
-@click.option("--keywords", "keywords", multiple=True, help="CONCEPT=kw1;kw2 (repeatable; default: catalogue)")
+@click.option("--keywords", "keywords", multiple=True, help="CONCEPT=kw1;kw2 (repeatable; default: the model's world)")
 @click.option("--model", default="toyworld", show_default=True, help="pipeline whose text encoder the detector uses")
 @click.option("--target-fpr", default=0.05, show_default=True, type=float,
               help="false-positive rate on unprotected prompts the threshold is calibrated to")
@@ -89,9 +89,12 @@ def check_cmd(prompts, protect, keywords, model, target_fpr, threshold, as_json)
     from ..shields import protect as resolve
     from ..shields.guardians import Guardians, GuardiansConfig, rewrite_prompt
 
+    from ..worlds import world_of_model
+
     pipe = load_pipeline(model)
-    concepts = resolve(list(protect), parse_keywords(keywords))
-    g = Guardians(GuardiansConfig(threshold=threshold, target_fpr=target_fpr), concepts, pipe=pipe)
+    world = world_of_model(pipe)  # the model card's world: keywords and calibration prompts
+    concepts = resolve(list(protect), parse_keywords(keywords), world=world)
+    g = Guardians(GuardiansConfig(threshold=threshold, target_fpr=target_fpr), concepts, pipe=pipe, world=world)
     det = g.detector.detect(list(prompts))
     rows = []
     for i, p in enumerate(prompts):

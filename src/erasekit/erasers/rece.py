@@ -40,7 +40,7 @@ import torch
 from ..config import check_choice
 from ..errors import InvalidValueError
 from . import EraseRequest, Method
-from ._closed_form import PipelineLike, Rows, adversarial_embedding, encode, kv_weights, solve
+from ._closed_form import Encoded, PipelineLike, Rows, adversarial_embedding, encode, kv_weights, solve
 from .concepts import CONCEPT_TYPES, concept_type, default_guide
 from .uce import EMPTY_GUIDE, TOKENS, build
 
@@ -105,13 +105,22 @@ def rece(pipe: PipelineLike, request: EraseRequest, config: RECEConfig) -> tuple
     guides = request.guides(default_guide(kind))
     original = {n: w.clone() for n, w in kv_weights(pipe, with_to_k=config.with_to_k).items()}
     weights = original
+    preserve, scale, empty_guide = start_preserve(config, list(request.preserve))
+    adv_preserve = list(request.preserve) or [""]
+    # one text-encoder pass (77 rows) for every prompt the start and the epochs need
+    order = list(dict.fromkeys([*request.erase, *guides, *preserve, *adv_preserve]))
+    full = encode(pipe, order)
+
+    def rows_of(prompts: list[str]) -> Encoded:
+        idx = torch.tensor([order.index(p) for p in prompts], dtype=torch.long)
+        return Encoded(full.hidden[idx], full.lengths[idx], full.ids[idx])
+
     if config.uce:
-        preserve, scale, empty_guide = start_preserve(config, list(request.preserve))
         rows, _ = build(pipe, list(request.erase), guides, preserve, config.uce_token, empty_guide,
-                        config.uce_erase_scale, scale)
+                        config.uce_erase_scale, scale, encoded=full, order=order)
         weights = solve(original, rows, config.uce_lamb)
-    concepts, targets = encode(pipe, list(request.erase)), encode(pipe, guides)
-    keep = encode(pipe, list(request.preserve) or [""])
+    concepts, targets = rows_of(list(request.erase)), rows_of(guides)
+    keep = rows_of(adv_preserve)
     d = concepts.hidden.shape[-1]
     names = list(weights)
     epochs = []

@@ -21,6 +21,9 @@ With no retain rows (`retain_empty_prompt=False`, no preserve prompts) and `inva
 (token "last", empty_guide "bos", erase_scale 1/n, lamb retain_scale, no preserve rows).
 
 Deviations from the official code:
+  - Evaluated in low-rank form (S_tt and S_at - S_tt have rank n; P = I - Q Q^T from the (r, r) kernel matrix of
+    the r retain rows; M applied by Woodbury), so no (d, d) inverse or eigendecomposition per layer; equal to the
+    official formula in exact arithmetic (tested against UCE and the retained-row invariance).
   - Solves in float64; the K2 block uses a pseudo-inverse (official: `inverse`, which is singular when the invariant
     rows lie in the retained subspace, e.g. the default "" retain set with lamb 0).
   - k-means: a deterministic Lloyd's iteration from k-means++ seeding with `seed` (official: kmeans_pytorch, random).
@@ -35,11 +38,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..config import check_choice
 from ..errors import InvalidValueError
 from . import EraseRequest, Method
 from ._closed_form import F64, PipelineLike, encode, kv_weights, token_lengths
 from .concepts import CONCEPT_TYPES, concept_type, default_guide
-from ..config import check_choice
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,53 @@ def kmeans(x: torch.Tensor, k: int, gen: torch.Generator, iters: int = 50) -> to
     return c
 
 
-def above_mean(rows: torch.Tensor, edit: torch.Tensor) -> torch.Tensor:
-    """Rows (n, d) whose image under `edit` (out, d) has above-mean norm (the influence filter)."""
-    norms = (rows @ edit.T).norm(dim=1)
+def above_mean_lowrank(rows: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Rows (r, d) whose image under the edit X Z ((out, n) x (n, d)) has above-mean norm (the influence filter)."""
+    norms = ((rows @ z.T) @ x.T).norm(dim=1)
     return rows[norms > norms.mean()]
+
+
+def smallest_right_singular(w: torch.Tensor) -> torch.Tensor:
+    """(d,) right singular vector of w (out, d) with the smallest of its min(out, d) singular values (official
+    `torch.svd(W)[2][:, -1]`), from the eigendecomposition of the smaller Gram matrix, in float32 (it only sets the
+    direction of the augmentation noise; the official code works in float32 too)."""
+    w32 = w.float()
+    if w.shape[0] < w.shape[1]:
+        evecs = torch.linalg.eigh(w32 @ w32.T)[1]
+        v = w32.T @ evecs[:, 0]
+        v = v / v.norm().clamp_min(torch.finfo(v.dtype).tiny)
+    else:
+        v = torch.linalg.eigh(w32.T @ w32)[1][:, 0]
+    return v.to(w.dtype)
+
+
+def retained_basis(rows: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(d, k) orthonormal eigenvectors of mean_r e_r e_r^T (rows (r, d)) with eigenvalue >= threshold: the null-space
+    projector is P = I - Q Q^T. Computed from the (r, r) kernel matrix when r < d."""
+    r, d = rows.shape
+    if r == 0:
+        return rows.new_zeros(d, 0)
+    if r < d:
+        evals, u = torch.linalg.eigh(rows @ rows.T / r)
+        keep = evals >= max(threshold, torch.finfo(rows.dtype).eps * float(evals.max().clamp_min(0)) * r)
+        return (rows.T @ u[:, keep]) / torch.sqrt(evals[keep] * r)
+    evals, evecs = torch.linalg.eigh(rows.T @ rows / r)
+    return evecs[:, evals >= threshold]
+
+
+def m_apply(v: torch.Tensor, c: torch.Tensor, q: torch.Tensor, n: int, scale: float) -> torch.Tensor:
+    """M v for v (d, m) (see `apply_m`; M is not symmetric)."""
+    cp = c - (c @ q) @ q.T
+    small = scale * torch.eye(n, dtype=c.dtype) + cp @ c.T / n
+    return (v - c.T / n @ torch.linalg.solve(small, cp @ v)) / scale
+
+
+def apply_m(a: torch.Tensor, c: torch.Tensor, q: torch.Tensor, n: int, scale: float) -> torch.Tensor:
+    """a M for a (m, d), M = (S_tt P + scale I)^-1, S_tt = C^T C / n, P = I - Q Q^T (Woodbury with the (n, n) system
+    scale I + C P C^T / n)."""
+    cp = c - (c @ q) @ q.T  # C P (n, d)
+    small = scale * torch.eye(n, dtype=c.dtype) + cp @ c.T / n  # (n, n)
+    return (a - torch.linalg.solve(small.T, (a @ c.T / n).T).T @ cp) / scale
 
 
 def speed(pipe: PipelineLike, request: EraseRequest, config: SPEEDConfig) -> tuple[dict[str, torch.Tensor], dict]:
@@ -100,7 +146,6 @@ def speed(pipe: PipelineLike, request: EraseRequest, config: SPEEDConfig) -> tup
     n, d = c.shape
     s_tt = c.T @ c / n
     s_at = g.T @ c / n
-    eye = torch.eye(d, dtype=F64)
 
     words = [w.lower() for w in erase]
     retain = [p for p in request.preserve if not any(re.search(r"\b" + re.escape(w) + r"\b", p.lower())
@@ -116,36 +161,32 @@ def speed(pipe: PipelineLike, request: EraseRequest, config: SPEEDConfig) -> tup
     ret_rows = ret_rows[torch.randperm(len(ret_rows), generator=gen)]
     k2 = torch.cat([empty[:1], kmeans(empty[1:], 3, gen)]).T if config.invariant else None  # (d, 4)
 
-    direction = s_at - s_tt  # (d, d)
-    unconstrained = direction @ torch.linalg.inv(eye + s_tt)  # E = W (S_at - S_tt)(I + S_tt)^-1
+    # every (d, d) operator is low rank around I: S_tt = C^T C / n, S_at - S_tt = (G - C)^T C / n, so each layer works
+    # with (n, d) and (r, d) factors (n concepts, r retain rows) instead of d x d inverses and eigendecompositions
+    y = c / n  # (n, d): S_at - S_tt = (G - C)^T Y
+    z = torch.linalg.solve(torch.eye(n, dtype=F64) + c @ c.T / n, y)  # (n, d): Y (I + S_tt)^-1 (push-through)
     out: dict[str, torch.Tensor] = {}
     kept = []
     for name, w0 in kv_weights(pipe, with_to_k=config.with_to_k).items():
         w = w0.to("cpu", F64)
+        x = w @ (g - c).T  # (out, n): W (S_at - S_tt) = X Y, the unconstrained edit is X Z
         rows = ret_rows
-        erase_w = w @ unconstrained
         if len(rows) and config.aug_num > 0 and config.filter:
-            rows = above_mean(rows, erase_w)
+            rows = above_mean_lowrank(rows, x, z)
         if len(rows) and config.aug_num > 0:
-            v_min = torch.linalg.svd(w, full_matrices=False).Vh[-1:]  # (1, d) smallest right singular vector
-            p0 = v_min.T @ v_min
-            noise = torch.randn(config.aug_num, *rows.shape, generator=gen, dtype=F64) @ p0
+            v_min = smallest_right_singular(w)  # (d,)
+            noise = torch.randn(config.aug_num, *rows.shape, generator=gen, dtype=F64) @ torch.outer(v_min, v_min)
             aug = (rows[None] + noise).reshape(-1, d)
-            rows = torch.cat([rows, above_mean(aug, erase_w)])
-        if len(rows):
-            gram = rows.T @ rows / len(rows)
-            evals, evecs = torch.linalg.eigh(gram)
-            null = evecs[:, evals < config.threshold]
-            p = null @ null.T
-        else:
-            p = eye
+            rows = torch.cat([rows, above_mean_lowrank(aug, x, z)])
         kept.append(int(len(rows)))
-        m = torch.linalg.inv(s_tt @ p + config.retain_scale * eye)
-        core = eye
+        q = retained_basis(rows, config.threshold)  # (d, k): P = I - Q Q^T
+        delta_right = y - (y @ q) @ q.T  # Y P  (n, d)
         if k2 is not None:
-            block = k2.T @ p @ m @ k2 + config.lamb * torch.eye(k2.shape[1], dtype=F64)
-            core = eye - m @ k2 @ torch.linalg.pinv(block) @ k2.T @ p
-        delta = w @ direction @ p @ core @ m
+            mk2 = m_apply(k2, c, q, n, config.retain_scale)  # M K2 (d, 4)
+            pk2 = k2 - q @ (q.T @ k2)  # P K2
+            block = pk2.T @ mk2 + config.lamb * torch.eye(k2.shape[1], dtype=F64)  # K2^T P M K2
+            delta_right = delta_right - (delta_right @ mk2) @ torch.linalg.pinv(block) @ pk2.T
+        delta = x @ apply_m(delta_right, c, q, n, config.retain_scale)  # X (Y P core) M
         out[name] = (w + delta).to(w0.dtype)
     info = {"concept_type": kind, "anchors": anchors, "retain_prompts": len(retain),
             "retain_rows_per_layer": kept}

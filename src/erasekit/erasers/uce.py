@@ -96,12 +96,23 @@ def pair_rows(old: Encoded, new: Encoded, token: str, empty_guide: str) -> list[
 
 
 def build(pipe: PipelineLike, erase: list[str], guides: list[str], preserve: list[str], token: str, empty_guide: str,
-          erase_scale: float, preserve_scale: float) -> tuple[Rows, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """UCE constraint rows for prompt lists (erase[i] -> guides[i]; preserve); also returns the per-prompt pairs."""
+          erase_scale: float, preserve_scale: float, encoded: Encoded | None = None, order: list[str] | None = None
+          ) -> tuple[Rows, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """UCE constraint rows for prompt lists (erase[i] -> guides[i]; preserve); also returns the per-prompt pairs.
+
+    encoded / order: full-length encodings of the prompts `order` (one text-encoder pass shared with the caller, as
+    RECE does); None encodes here."""
+    if encoded is not None and order is not None:
+        def enc(prompts: list[str], length: int | None = None) -> Encoded:
+            idx = torch.tensor([order.index(p) for p in prompts], dtype=torch.long)
+            return Encoded(encoded.hidden[idx], encoded.lengths[idx], encoded.ids[idx])
+    else:
+        def enc(prompts: list[str], length: int | None = None) -> Encoded:
+            return encode(pipe, prompts, length=length)
     # "last" needs rows only up to each prompt's last word token (the text encoder is causal): encode short
     width = None if token == "span" else max(token_lengths(pipe, erase))
-    old, new = encode(pipe, erase, length=width), encode(pipe, guides, length=width)
-    keep = encode(pipe, preserve, length=None if token == "span" else 1)
+    old, new = enc(erase, width), enc(guides, width)
+    keep = enc(preserve, None if token == "span" else 1)
     d = old.hidden.shape[-1]
     rows = Rows.empty(d)
     pairs = pair_rows(old, new, token, empty_guide)

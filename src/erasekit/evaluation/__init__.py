@@ -6,8 +6,8 @@ files.
 1. plan      (`plan.py`)     every target becomes explicit prompt sets from the suite's world; edits are loaded and
                              hashed once per variant, shield/attack specs parsed once; every unit gets a content cache
                              key (base weights fingerprint, dtype, device, scheduler, steps, guidance, edit sha256s,
-                             shield config, prompts, seeds; shielded units also what the shield protects and the
-                             world; attack units also the attack config, the world and the evaluator's identity)
+                             shield config, prompts, seeds; shielded and attack units also what is protected, the
+                             world and the evaluator's identity; attack units also the attack config)
 2. generate  (`generate.py`) what the cache lacks, under `<out>/cache/` (resumable; sharded under `accelerate launch`)
 3. score     (`score.py`)    the evaluator labels each image once; metrics through `erasekit.metrics` Metric objects
 4. aggregate (`results.py`)  means over targets, costs, provenance -> results.json (strict JSON) + samples.jsonl

@@ -249,8 +249,9 @@ def build_plan(suite: Suite, prepared: Sequence[PreparedVariant], targets: Seque
 
     A unit's key holds the base weights fingerprint (weights, dtype, device, scheduler), steps, guidance, the
     variant's edit identities and shield config, the prompts and seeds; a shielded unit also what the shield
-    protects (the target's name, keywords and family) and the world (calibration prompts); an attack unit also the
-    attack config, the world and the evaluator (its success check)."""
+    protects (the target's name, keywords and family), the world (calibration prompts) and the evaluator; an attack
+    unit also the attack config, the world and the evaluator (its success check). The images of a plain unit do not
+    depend on the evaluator: labels are never cached, the score stage recomputes them from the images."""
     from ..fingerprint import pipeline_fingerprint
 
     fp = pipeline_fingerprint(pipe)  # recomputed on every call: an in-place weight change is never missed
@@ -262,7 +263,8 @@ def build_plan(suite: Suite, prepared: Sequence[PreparedVariant], targets: Seque
         for t, by_set in sets.items():
             protects = {}
             if pv.shield is not None or pv.attack is not None:
-                protects = {"protect": _jsonable(protected_concept(world, t)), "world": world.identity()}
+                protects = {"protect": _jsonable(protected_concept(world, t)), "world": world.identity(),
+                            "evaluator": evaluator.identity()}  # e.g. an image filter judging with the evaluator
             for name, prompts in by_set.items():
                 seeds = tuple(suite.seed * 100_003 + hash_seed(name, t) + i for i in range(len(prompts)))
                 key = _key(**common, variant=pv.identity(), prompts=[p.text for p in prompts], seeds=seeds,
@@ -271,7 +273,7 @@ def build_plan(suite: Suite, prepared: Sequence[PreparedVariant], targets: Seque
             if pv.attack is not None:
                 texts = tuple(attack_prompts(suite, world, t))
                 key = _key(**common, variant=pv.identity(), attack=pv.attack, target=t, prompts=texts,
-                           seed=suite.seed, evaluator=evaluator.identity(), **protects)
+                           seed=suite.seed, **protects)
                 attack_units.append(AttackUnit(pv.name, t, texts, key))
     return Plan(suite, world, evaluator, model, fp, steps, guidance, list(targets), sets, list(prepared), units,
                 attack_units)

@@ -20,7 +20,8 @@ from .html import HtmlReport
 from .images import png_data_uri
 
 LEADERBOARD = ("detection", "detection_generality", "accuracy_neighbours", "accuracy_unrelated", "image_drift",
-               "attack_detection_pre", "attack_success", "clip_score_unrelated")
+               "image_drift_neighbours", "attack_detection_pre", "attack_detection_post", "attack_success",
+               "clip_score_unrelated")  # the leaderboard's and the CLI summary's columns, when measured
 COSTS = ("edit_seconds", "parameters_changed")
 
 
