@@ -1,7 +1,9 @@
 """Benchmark: the closed forms erasing 1, 10, 50 and 100 concepts at once on the toy world (issue 16).
 
-    OMP_NUM_THREADS=1 python bench/multi_concept.py                      # writes runs/bench/multi_concept.json
-    OMP_NUM_THREADS=1 python bench/multi_concept.py --write              # and the BENCHMARKS.md subsection
+    OMP_NUM_THREADS=1 python bench/multi_concept.py       # ~10 min; writes runs/bench/multi_concept.json
+    OMP_NUM_THREADS=1 python bench/multi_concept.py --methods uce,speed --counts 1,100 --n 8
+
+Results are copied by hand into BENCHMARKS.md ("Closed forms: scaling and speed" under Erasure).
 
 The toy world has 18 artists; the erase set for N concepts is: the 4 probe artists (always first; N=1 erases the
 first only), then the other toy artists except the 2 held out, then made-up artist names
@@ -9,7 +11,8 @@ first only), then the other toy artists except the 2 held out, then made-up arti
 the way a long erase list does). Efficacy = % of the erased probes' direct-prompt images the oracle does NOT see the
 artist in; specificity = % of the held-out concepts' (2 artists, 1 object, 1 character) direct-prompt images where it
 still sees them (base model in the first row). Every method at its defaults, guide "art", no preserve prompts.
-Runs through `erasekit.erase` + `erasekit.generation.generate` + the world's evaluator (`toyworld-oracle`).shows.
+Runs through `erasekit.erase` + `erasekit.generation.generate` + the world's evaluator (`toyworld-oracle`).shows
+(not the evaluation harness, which was being rebuilt when this was written).
 """
 
 from __future__ import annotations
@@ -58,7 +61,6 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4, help="direct prompts per probed concept")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--json-out", default="runs/bench/multi_concept.json")
-    ap.add_argument("--write", action="store_true", help="write the BENCHMARKS.md subsection")
     args = ap.parse_args()
     t0 = time.time()
     pipe = load_pipeline("toyworld")

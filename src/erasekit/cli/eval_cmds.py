@@ -101,6 +101,7 @@ def report_cmd(run_dir, out, markdown) -> None:
 @click.group("bench", invoke_without_command=True)
 @click.option("--spec", default=None, help="a benchmark spec: shipped name (erasekit ls benchmarks) or YAML file")
 @click.option("--methods", default=None, help="comma-separated eraser names, e.g. uce,rece,mace (without --spec)")
+@click.option("--variants", default=None, help="with --spec: run only these of its variants (comma-separated names)")
 @click.option("--concepts", default=None, help="comma-separated concepts (default: the spec's, else the suite's)")
 @click.option("--suite", default=None, help="suite name or YAML (default: the spec's, else 'default')")
 @click.option("--model", default=None)
@@ -114,7 +115,7 @@ def report_cmd(run_dir, out, markdown) -> None:
 @click.option("--out", default="runs/bench-methods", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
 @click.pass_context
-def bench_cmd(ctx, spec, methods, concepts, suite, model, limit, clip, device, dtype, markdown, out) -> None:
+def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip, device, dtype, markdown, out) -> None:
     """Erase each concept with each method (or run a benchmark spec: erasers, shields, attacks) and put them all on
     one leaderboard through the evaluation harness (results.json, samples.jsonl, report.html).
 
@@ -140,6 +141,19 @@ def bench_cmd(ctx, spec, methods, concepts, suite, model, limit, clip, device, d
     else:
         raise click.UsageError("give --spec NAME_OR_YAML, --methods (e.g. --methods uce,rece) or a subcommand: "
                                + ", ".join(sorted(ctx.command.commands)))
+    if variants is not None:
+        if not spec:
+            raise click.UsageError("--variants selects variants of a --spec")
+        wanted = [v.strip() for v in variants.split(",") if v.strip()]
+        known = [v.name for v in bs.variants]
+        for w in wanted:
+            if w not in known:
+                from ..errors import UnknownNameError
+
+                raise UnknownNameError(f"variant of spec {bs.name!r}", w, known)
+        if not wanted:
+            raise click.UsageError(f"--variants {variants!r} names no variant")
+        bs = dataclasses.replace(bs, variants=tuple(v for v in bs.variants if v.name in wanted))
     if concepts is not None:
         cs = tuple(c.strip() for c in concepts.split(",") if c.strip())
         if not cs:

@@ -74,9 +74,9 @@ def mace(pipe: PipelineLike, request: EraseRequest, config: MACEConfig) -> tuple
     old, new = encode(pipe, old_prompts), encode(pipe, new_prompts)
     d = old.hidden.shape[-1]
     rows = Rows.empty(d)
-    for i in range(len(old_prompts)):
-        c_old, c_new = non_concept_pair(old, i, new, i)
-        rows.add_erase(c_old, c_new, 1.0)
+    pairs = [non_concept_pair(old, i, new, i) for i in range(len(old_prompts))]
+    # one concatenation (adding prompt by prompt re-copies the growing row set: quadratic in the number of prompts)
+    rows.add_erase(torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]), 1.0)
     if request.preserve:
         keep = encode(pipe, expand(request.preserve, templates))
         rows.add_preserve(keep.hidden.reshape(-1, d), config.preserve_scale)

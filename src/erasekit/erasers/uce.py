@@ -116,8 +116,8 @@ def build(pipe: PipelineLike, erase: list[str], guides: list[str], preserve: lis
     d = old.hidden.shape[-1]
     rows = Rows.empty(d)
     pairs = pair_rows(old, new, token, empty_guide)
-    for c, g in pairs:
-        rows.add_erase(c, g, erase_scale)
+    if pairs:  # one concatenation (pair by pair re-copies the growing row set)
+        rows.add_erase(torch.cat([c for c, _ in pairs]), torch.cat([g for _, g in pairs]), erase_scale)
     if preserve:
         kept = keep.last_token() if token == "last" else keep.hidden.reshape(-1, d)
         rows.add_preserve(kept, preserve_scale)
