@@ -18,6 +18,8 @@ dim), L = 77 positions. `CLIPTextModel.forward` accepts only ids, so `encode_emb
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,9 +45,19 @@ class PipelineLike(Protocol):
 
 
 def tokenize(pipe: Any, prompts: Sequence[str]) -> torch.Tensor:
-    """(B, L) token ids of `prompts`, padded (and truncated) to the tokenizer's max length as SD1.x pipelines do."""
-    return pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt").input_ids
+    """(B, L) token ids of `prompts`, padded (and truncated) to the tokenizer's max length as SD1.x pipelines do.
+    A prompt cut by the truncation gets a warning naming it (the model never sees the rest)."""
+    prompts = list(prompts)
+    limit = pipe.tokenizer.model_max_length
+    long = [p for p in prompts if len(p) > limit - 2]  # every BPE token covers >= 1 character: shorter ones fit
+    if long:
+        lengths = pipe.tokenizer(long, truncation=False)["input_ids"]
+        for p, ids in zip(long, lengths):
+            if len(ids) > limit:
+                warnings.warn(f"prompt {p[:40]!r}... has {len(ids)} tokens; the text encoder sees only the first "
+                              f"{limit} (the rest is cut)", stacklevel=2)
+    return pipe.tokenizer(prompts, padding="max_length", max_length=limit, truncation=True,
+                          return_tensors="pt").input_ids
 
 
 @torch.no_grad()

@@ -171,6 +171,11 @@ def load_suite(name_or_path: str = "default") -> Suite:
     return _suite_from_raw(raw, str(name_or_path))
 
 
+def _or(value: object, default: object) -> object:
+    """`value`, or `default` when the YAML left it empty (null)."""
+    return default if value is None else value
+
+
 def _typed(where: str, key: str, value: object, kind: type, minimum: float | None = None) -> object:
     """`value` checked to be of `kind` (bool is never an int) and >= minimum; errors name the file and the key."""
     if value is None:
@@ -223,8 +228,8 @@ def _suite_from_raw(raw: dict, name_or_path: str) -> Suite:
     model = raw.get("model") or ""
     return Suite(name=raw.get("name", str(name_or_path)), targets=targets,
                  samples=dict(raw.get("samples") or {}), steps=sampling.get("steps"),
-                 guidance=sampling.get("guidance"), seed=sampling.get("seed", 0),
-                 neighbours=int(raw.get("neighbours", 2)), attack_prompts=int(raw.get("attack_prompts", 8)),
+                 guidance=sampling.get("guidance"), seed=_or(sampling.get("seed"), 0),
+                 neighbours=_or(raw.get("neighbours"), 2), attack_prompts=_or(raw.get("attack_prompts"), 8),
                  model="" if model is None else str(model), evaluator=evaluator,
                  description=(raw.get("description") or "").strip(), prompts=prompts, evaluator_options=options,
                  alignment=dict(alignment), world=str(raw.get("world") or ""))
