@@ -114,10 +114,13 @@ def load_pipeline(name_or_path: str = "toyworld", dtype: torch.dtype = torch.flo
     try:
         with _quiet_loading():
             pipe = StableDiffusionPipeline.from_pretrained(str(where), **kwargs)
-    except OSError as e:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         if kind == "hub":
             raise ErasekitError(f"could not load {name_or_path!r} from the hub or its cache ({e}); pass a local "
                                 f"diffusers folder instead, or one of: {', '.join(models.names())}") from e
-        raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ErasekitError(f"{str(where)!r} is not a loadable SD1.x diffusers folder ({type(e).__name__}: {first}); "
+                            "it needs model_index.json and unet/, text_encoder/, vae/, scheduler/ folders with "
+                            "config files and .safetensors weights") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

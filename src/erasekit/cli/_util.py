@@ -52,6 +52,10 @@ def friendly_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except click.UsageError as e:  # raised by a command body (option parsing errors never reach here)
+            if debug_enabled():
+                raise
+            fail(e.format_message(), 2)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except ErasekitError as e:

@@ -58,10 +58,10 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, world_de
         raise InvalidValueError("give at least one --erase concept")
     if out is None:
         raise InvalidValueError("give --out PATH for the edit file (e.g. edits/x.safetensors)")
+    config = parse_options(method, options)
     from ..io import check_writable
 
     check_writable(out, overwrite, "edit file")  # before any work: a finished edit must never be lost
-    config = parse_options(method, options)
     erase, preserve, guide = list(erase), list(preserve), list(guide) or None
     from ..worlds import world_of_model
 
