@@ -4,7 +4,7 @@
 
 score.py: top-k imitation score with a pluggable embedding; frequency.py: training frequency from captions (+ image
 confirmation); threshold.py: first PELT change point of imitation vs frequency, bootstrap interval, plot;
-The toy world's side (true training counts, generation from its prompts) is in its plugin: erasekit.world.imitation.
+The toy world's side (true training counts, generation from its prompts) is in the toy-world plugin's own imitation module.
 """
 
 from __future__ import annotations
