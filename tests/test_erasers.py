@@ -522,5 +522,5 @@ def test_cli_generate_with_edit(tiny_pipe, tmp_path):
 
     tiny_pipeline(seed=5).save_pretrained(tmp_path / "other")
     res = runner.invoke(main, ["generate", "--model", str(tmp_path / "other"), "--edit", str(out), "--prompt", "Zorbo",
-                               "-n", "1", "--steps", "2", "--guidance", "3", "--out", str(png)])
+                               "-n", "1", "--steps", "2", "--guidance", "3", "--out", str(png), "--overwrite"])
     assert res.exit_code == 2 and "base tensors differ" in res.output

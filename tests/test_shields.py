@@ -37,6 +37,7 @@ SHIELD_CASES = [
     ("guardians:1.0,threshold=0.999", {}, "detected"),
     ("detector:threshold=0.999", {}, "refused"),
     ("image_filter:classifier=custom", {"classifier": _flag_all}, "blocked"),
+    ("adavd", {}, "images"),
 ]
 
 

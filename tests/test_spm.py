@@ -185,7 +185,7 @@ def test_cli_generate_with_transport(tmp_path, toy_pipe_shared):
     from PIL import Image
 
     transported = np.asarray(Image.open(out))
-    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    assert CliRunner().invoke(main, args + ["--overwrite"], catch_exceptions=False).exit_code == 0
     applied = np.asarray(Image.open(out))
     half = transported.shape[0] // 2
     assert np.abs(transported[:half].astype(int) - applied[:half]).max() <= 1  # "Zorbo": gamma 1 = the edit
