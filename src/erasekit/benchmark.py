@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import InvalidValueError, UnknownNameError
+from .errors import InvalidValueError, UnknownNameError, first_line
 from .io import atomic_write_text, slug
 
 VARIANT_KEYS = ("name", "method", "options", "templates", "shield", "attack", "early_stop", "request")
@@ -120,7 +120,7 @@ def load_bench_spec(name_or_path: str) -> BenchSpec:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise InvalidValueError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from e
+        raise InvalidValueError(f"{where}: not valid YAML ({first_line(e)})") from e
     if not isinstance(raw, dict):
         raise InvalidValueError(f"{where}: a bench spec is a YAML mapping")
     for k in raw:
@@ -139,17 +139,17 @@ def load_bench_spec(name_or_path: str) -> BenchSpec:
     if isinstance(concepts, str) or not all(isinstance(c, str) and c.strip() for c in concepts):
         raise InvalidValueError(f"{where}: concepts must be a list of names, got {concepts!r}")
     return BenchSpec(name=str(raw.get("name") or path.stem), variants=tuple(variants),
-                     suite=str(raw.get("suite") or "default"), limit=raw.get("limit"), steps=raw.get("steps"), concepts=tuple(concepts),
+                     suite=str(raw.get("suite") or "default"), limit=raw.get("limit"), steps=raw.get("steps"),
+                     concepts=tuple(concepts),
                      table=tuple(raw.get("table") or ()), description=str(raw.get("description") or "").strip())
 
 
-def _edit_for(pipe: Any, world: Any, evaluator: Any, concept: str, v: VariantSpec, out: Path,
-              progress: Callable[..., None] | None) -> tuple[str, float]:
-    """Erase `concept` with the variant's method (or reuse the edit saved by an identical earlier run)."""
+def _edit_for(pipe: Any, base_sha256: str, world: Any, evaluator: Any, concept: str, v: VariantSpec,
+              out: Path, progress: Callable[..., None] | None) -> tuple[str, float]:
+    """Erase `concept` with the variant's method (or reuse the edit saved by an identical earlier run on the same
+    base weights, `base_sha256`)."""
     from .edits import Edit
     from .erasers import erase, get_eraser
-    from .fingerprint import pipeline_fingerprint
-
     method = get_eraser(v.method)
     request = world.concept(concept).request() | dict(v.request)
     options = dict(v.options)
@@ -158,7 +158,7 @@ def _edit_for(pipe: Any, world: Any, evaluator: Any, concept: str, v: VariantSpe
             raise InvalidValueError(f"variant {v.name!r}: method {v.method!r} takes no templates option")
         options["templates"] = tuple(world.templates(concept, v.templates))
     key = hashlib.sha256(json.dumps({"method": v.method, "options": options, "request": request,
-                                     "early_stop": v.early_stop, "base": pipeline_fingerprint(pipe)["sha256"]},
+                                     "early_stop": v.early_stop, "base": base_sha256},
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = out / "edits" / f"{slug(v.name)}-{slug(concept)}-{key}.safetensors"
     if path.exists():
@@ -206,6 +206,11 @@ def run_bench(spec: BenchSpec, out: str | Path, pipe: Any = None, model: str | N
         if v.method:
             get_eraser(v.method).make_config(dict(v.options))  # unknown methods/options fail before any work
     pipe = pipe if pipe is not None else load_pipeline(model)
+    from .fingerprint import pipeline_fingerprint
+
+    # the base never changes here (edits are made as Edit objects and evaluate() reverts what it applies bit-exactly),
+    # so its weights are hashed once for every edit's reuse key, not once per concept and variant
+    base_sha256 = pipeline_fingerprint(pipe)["sha256"]
     parts: dict[str, dict] = {}
     for concept in concepts:
         variants = []
@@ -213,7 +218,7 @@ def run_bench(spec: BenchSpec, out: str | Path, pipe: Any = None, model: str | N
             edits: tuple[str, ...] = ()
             cost: dict[str, float] = {}
             if v.method:
-                path, seconds = _edit_for(pipe, world, evaluator, concept, v, out, progress)
+                path, seconds = _edit_for(pipe, base_sha256, world, evaluator, concept, v, out, progress)
                 edits, cost = (path,), {"edit_seconds": round(seconds, 4)}
             variants.append(Variant(v.name, edits=edits, shield=v.shield, attack=v.attack, cost=cost))
         parts[concept] = evaluate(suite, variants, out / slug(concept), model=model, targets=[concept],
@@ -231,8 +236,8 @@ def merge_results(parts: dict[str, dict]) -> dict:
     merged: dict[str, Any] = {"variants": {}, "targets": list(parts)}
     for concept, res in parts.items():
         for name, v in res["variants"].items():
-            slot = merged["variants"].setdefault(name, {"metrics": {}, "cost": {}, "edits": [], "shield": v.get("shield"),
-                                                        "attack": v.get("attack")})
+            slot = merged["variants"].setdefault(name, {"metrics": {}, "cost": {}, "edits": [],
+                                                        "shield": v.get("shield"), "attack": v.get("attack")})
             slot["metrics"][concept] = v["metrics"][concept]
             slot["edits"] += list(v.get("edits") or [])
             for k, val in (v.get("cost") or {}).items():

@@ -46,7 +46,7 @@ def run_demo(out: Path, model: str | None = None, erase: str | None = None, meth
     pipe = load_pipeline(model or fid_suite.model)
     fid = evaluate(fid_suite, [], out / "fidelity", model=model or fid_suite.model, progress=progress, pipe=pipe)
     fid_results, fid_samples = read_run(out / "fidelity")
-    _fidelity_grid(out, fid_samples, save_grid)
+    _fidelity_grid(out, fid_results, save_grid)
 
     bench = None
     if erase != "":
@@ -87,20 +87,18 @@ def run_demo(out: Path, model: str | None = None, erase: str | None = None, meth
     return path, bench
 
 
-def _fidelity_grid(out: Path, samples: list[dict], save_grid: Callable) -> None:
-    """grid.png: the fidelity images, one row per (target, set)."""
+def _fidelity_grid(out: Path, results: dict, save_grid: Callable) -> None:
+    """grid.png: the fidelity run's first 4 images of every (target, prompt set), one row each, read back from the
+    run's files (`erasekit.evaluation.run_images`)."""
     import numpy as np
 
-    rows: dict[tuple[str, str], list] = {}
-    cache: dict[str, np.ndarray] = {}
-    for s in samples:
-        if s["index"] >= 4:
-            continue
-        if s["cache"] not in cache:
-            with np.load(out / "fidelity" / "cache" / s["cache"]) as z:
-                cache[s["cache"]] = z["images"]
-        rows.setdefault((s["target"], s["set"]), []).append(cache[s["cache"]][s["index"]])
-    images = [im for r in rows.values() for im in (r + [r[-1]] * (4 - len(r)))]
+    from .evaluation import run_images
+
+    images = []
+    for target, sets in results["sets"].items():
+        for name in sets:
+            row = list(run_images(out / "fidelity", "base", target, name)[:4])
+            images += row + [row[-1]] * (4 - len(row))
     save_grid(np.stack(images), out / "grid.png", ncol=4)
 
 

@@ -20,6 +20,14 @@ def suggest(value: str, valid: Iterable[str], n: int = 3) -> str:
     return " Did you mean: " + ", ".join(repr(lowered[c]) for c in close) + "?"
 
 
+def first_line(e: BaseException, limit: int = 400) -> str:
+    """The first line of an exception's message (its type name when empty), cut at `limit` characters: what a
+    one-line error report quotes of an underlying library's message."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    return first if len(first) <= limit else first[:limit] + "..."
+
+
 class UnknownNameError(ErasekitError, KeyError, ValueError):
     """A name (method, concept, model, suite...) that is not known; lists close matches."""
 

@@ -42,14 +42,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
     import torch
 
-    from .errors import ErasekitError
+    from .errors import ErasekitError, first_line
 
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ErasekitError(f"refusing checkpoint {path}: it is not a plain tensor checkpoint ({first[:160]}); "
-                            "delete it to start that stage over") from e
+        raise ErasekitError(f"refusing checkpoint {path}: it is not a plain tensor checkpoint "
+                            f"({first_line(e, 160)}); delete it to start that stage over") from e
     if not isinstance(state, dict):
         raise ErasekitError(f"refusing checkpoint {path}: expected a mapping, got {type(state).__name__}; delete it")
     return state

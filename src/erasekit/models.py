@@ -16,7 +16,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils import logging as dlogging
 from transformers.utils import logging as tlogging
 
-from .errors import ErasekitError, UnknownNameError
+from .errors import ErasekitError, UnknownNameError, first_line
 from .registry import Registry
 from .tokenizer import clip_tokenizer
 
@@ -118,8 +118,8 @@ def load_pipeline(name_or_path: str = "toyworld", dtype: torch.dtype = torch.flo
         if kind == "hub":
             raise ErasekitError(f"could not load {name_or_path!r} from the hub or its cache ({e}); pass a local "
                                 f"diffusers folder instead, or one of: {', '.join(models.names())}") from e
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ErasekitError(f"{str(where)!r} is not a loadable SD1.x diffusers folder ({type(e).__name__}: {first}); "
+        raise ErasekitError(f"{str(where)!r} is not a loadable SD1.x diffusers folder ({type(e).__name__}: "
+                            f"{first_line(e, 200)}); "
                             "it needs model_index.json and unet/, text_encoder/, vae/, scheduler/ folders with "
                             "config files and .safetensors weights") from e
     pipe.set_progress_bar_config(disable=True)

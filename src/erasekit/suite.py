@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InvalidValueError, UnknownNameError
+from .errors import InvalidValueError, UnknownNameError, first_line
 
 from .worlds import PROMPT_KINDS as SET_KINDS  # noqa: E402  (one vocabulary of prompt kinds)
 ALIASES = {"default": "toyworld-default"}
@@ -164,7 +164,7 @@ def load_suite(name_or_path: str = "default") -> Suite:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise InvalidValueError(f"suite {name_or_path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") \
+        raise InvalidValueError(f"suite {name_or_path}: not valid YAML ({first_line(e)}); fix the file") \
             from None
     if not isinstance(raw, dict):
         raise InvalidValueError(f"suite {name_or_path!r} is not a YAML mapping")

@@ -1,5 +1,8 @@
 """Concept worlds: what the core asks about a concept, answered by a plugin.
 
+This module (`erasekit.worlds`) is the core's protocol and registry; it names no particular world. The toy world is the
+separate plugin package (`world/` beside this module), reached only through the lazy registration string below.
+
 The core (erasers, attacks, shields, sampling, generation, evaluation, metrics, edits, report) never names a toy world.
 Everything it needs to know about a concept comes through a `World`:
 

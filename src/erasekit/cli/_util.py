@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import ErasekitError
+from ..errors import ErasekitError, first_line
 
 console = Console(stderr=True)
 
@@ -25,12 +25,10 @@ def debug_enabled() -> bool:
 
 
 def one_line(e: BaseException) -> str:
-    """The first meaningful line of an exception's message."""
-    text = str(e).strip()
+    """The first meaningful line of an exception's message (a bare KeyError reads "missing key ...")."""
     if isinstance(e, KeyError) and not isinstance(e, ErasekitError) and len(e.args) == 1:
-        text = f"missing key {e.args[0]!r}"
-    first = text.splitlines()[0] if text else type(e).__name__
-    return first if len(first) <= 400 else first[:400] + "..."
+        return f"missing key {e.args[0]!r}"
+    return first_line(e)
 
 
 # Failures a user can cause with a bad path, file or option value (besides ErasekitError): reported in one line.
