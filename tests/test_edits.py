@@ -174,3 +174,78 @@ def test_from_tensors_validates(tiny_pipe):
         Edit.from_tensors(tiny_pipe, {name: torch.zeros(3, 3)}, method="x")
     with pytest.raises(IntegrityError, match="no parameter"):
         Edit.from_tensors(tiny_pipe, {"unet.nope.weight": torch.zeros(1)}, method="x")
+
+
+# ------------------------------------------------------------------------------------------------ low-rank edits
+def _lowrank_edit(pipe, name="unet.down_blocks.0.attentions.0.proj_in.weight", seed=0, scale=0.5):
+    from erasekit.edits import LowRank
+
+    w = pipe.unet.get_parameter(name.removeprefix("unet."))
+    g = torch.Generator().manual_seed(seed)
+    f = LowRank(torch.randn(w.shape[0], 1, generator=g), torch.randn(1, *w.shape[1:], generator=g), scale)
+    return Edit.from_tensors(pipe, {name: f}, method="spm", erase=["Zorbo"]), f, name
+
+
+def test_lowrank_edit_applies_the_delta_and_reverts_bit_exactly(tiny_pipe, tmp_path):
+    edit, f, name = _lowrank_edit(tiny_pipe)
+    p = tiny_pipe.unet.get_parameter(name.removeprefix("unet."))
+    before = p.detach().clone()
+    with edit.applied(tiny_pipe):
+        assert torch.equal(p.detach(), (before.float() + f.delta()).to(p.dtype))
+        assert torch.linalg.matrix_rank((p.detach() - before).flatten(1)) == 1
+        with pytest.raises(IntegrityError, match="already applied"):
+            edit.apply(tiny_pipe)
+    assert torch.equal(p.detach(), before)
+    key = tmp_path / "key.bin"
+    key.write_bytes(b"k" * 32)
+    path = edit.save(tmp_path / "low.safetensors", sign_key=key)
+    loaded = Edit.load(path, pipe=tiny_pipe, verify_key=key)
+    assert loaded.names == [name] and torch.equal(loaded.factors[name].up, f.up)
+    assert path.stat().st_size < 2 * p.numel() * 4  # the factors, not the full tensor
+    with loaded.applied(tiny_pipe):
+        assert torch.equal(p.detach(), (before.float() + f.delta()).to(p.dtype))
+    dense = loaded.to_dense(tiny_pipe)
+    assert dense.manifest["edited_sha256"] == loaded.manifest["edited_sha256"]
+
+
+def test_lowrank_edit_refuses_tampered_or_bad_factors(tiny_pipe, tmp_path):
+    from safetensors.torch import load, save
+
+    from erasekit.edits import METADATA_KEY, LowRank
+
+    edit, f, name = _lowrank_edit(tiny_pipe)
+    path = edit.save(tmp_path / "low.safetensors")
+    tensors = load(path.read_bytes())
+    tensors[f"{name}::up"] = tensors[f"{name}::up"] * 2
+    meta = json.dumps(edit.manifest, sort_keys=True)  # the recorded factor hashes, now wrong for `up`
+    (tmp_path / "bad.safetensors").write_bytes(save(tensors, metadata={METADATA_KEY: meta}))
+    with pytest.raises(IntegrityError, match="::up.*corrupt"):
+        Edit.load(tmp_path / "bad.safetensors")
+    with pytest.raises(InvalidValueError, match="up .* and down"):
+        LowRank(torch.ones(3, 2), torch.ones(1, 4))
+    w = tiny_pipe.unet.get_parameter(name.removeprefix("unet."))
+    nan = LowRank(torch.full((w.shape[0], 1), float("nan")), torch.ones(1, *w.shape[1:]))
+    with pytest.raises(IntegrityError, match="non-finite"):
+        Edit.from_tensors(tiny_pipe, {name: nan}, method="spm")
+    wrong = LowRank(torch.ones(w.shape[0] + 1, 1), torch.ones(1, *w.shape[1:]))
+    with pytest.raises(InvalidValueError, match="shape"):
+        Edit.from_tensors(tiny_pipe, {name: wrong}, method="spm")
+
+
+def test_compose_with_lowrank_edits(tiny_pipe):
+    low, f, name = _lowrank_edit(tiny_pipe)
+    p = tiny_pipe.unet.get_parameter(name.removeprefix("unet."))
+    dense = Edit.from_tensors(tiny_pipe, {name: p.detach() * 0.5}, method="uce")
+    with dense.applied(tiny_pipe):  # a low-rank delta made on top of a dense edit
+        low2, _, _ = _lowrank_edit(tiny_pipe, seed=1)
+        with low2.applied(tiny_pipe):
+            want = p.detach().clone()
+    both = compose([dense, low2])
+    assert not both.factors
+    with both.applied(tiny_pipe):
+        assert torch.equal(p.detach(), want)
+    with low.applied(tiny_pipe):  # low-rank on low-rank: depends on the base weights -> refused, with the fix
+        low3, _, _ = _lowrank_edit(tiny_pipe, seed=2)
+    with pytest.raises(IntegrityError, match="to_dense"):
+        compose([low, low3])
+    assert set(compose([low]).factors) == {name}

@@ -395,3 +395,25 @@ def test_a_target_with_its_own_lists_uses_its_own_neighbours_and_unrelated(tiny_
     m = res["variants"]["neg"]["metrics"]["blob"]
     assert set(m) == {"detection", "image_drift", "image_drift_neighbours"}
     assert res["variants"]["base"]["metrics"]["blob"]["image_drift_neighbours"] == 0.0
+
+
+def test_eval_measures_spm_transport_and_its_cache_follows_the_edit_file(tiny_pipe, tmp_path, monkeypatch):
+    """Issue 12 item 7: SPM's facilitated transport is a shield `eval` measures; the unit's key holds the SPM file's
+    content, so another SPM written to the same path is a cache miss."""
+    import erasekit.shields as sh
+    from erasekit.testing import random_spm_edit
+
+    calls = []
+    real = sh.run_plan
+    monkeypatch.setattr(sh, "run_plan", lambda pipe, plan, seeds: calls.append(len(seeds)) or real(pipe, plan, seeds))
+    path = random_spm_edit(tiny_pipe, "Zorbo", 0, scale=0.5).save(tmp_path / "spm.safetensors")
+    suite = tiny_suite(targets=("Zorbo",), samples=dict(direct=2, unrelated=2))
+    v = [Variant("spm-transport", shield=f"spm_transport:edits={path}")]
+    res = evaluate(suite, v, tmp_path / "run", pipe=tiny_pipe)
+    assert "spm-transport" in res["variants"] and calls
+    n = len(calls)
+    evaluate(suite, v, tmp_path / "run", pipe=tiny_pipe)
+    assert len(calls) == n  # same file content: cached
+    random_spm_edit(tiny_pipe, "Zorbo", 1, scale=0.5).save(path)
+    evaluate(suite, v, tmp_path / "run", pipe=tiny_pipe)
+    assert len(calls) > n  # same path, other content: regenerated

@@ -38,6 +38,7 @@ SHIELD_CASES = [
     ("detector:threshold=0.999", {}, "refused"),
     ("image_filter:classifier=custom", {"classifier": _flag_all}, "blocked"),
     ("adavd", {}, "images"),
+    ("spm_transport:edits=SPM_EDIT", {}, "transport"),
 ]
 
 
@@ -46,8 +47,13 @@ def test_table_covers_every_shield():
 
 
 @pytest.mark.parametrize("spec,kwargs,effect", SHIELD_CASES, ids=[c[0] for c in SHIELD_CASES])
-def test_every_shield_runs(tiny_pipe, spec, kwargs, effect):
+def test_every_shield_runs(tiny_pipe, tmp_path, spec, kwargs, effect):
     base, _ = shielded_generate(tiny_pipe, PROMPTS, SEEDS, None, steps=STEPS)
+    if "SPM_EDIT" in spec:  # an SPM edit file for "Zorbo" (random rank-1 factors) made on this pipeline
+        from erasekit.testing import random_spm_edit
+
+        path = random_spm_edit(tiny_pipe, "Zorbo", 0, scale=0.5).save(tmp_path / "spm.safetensors")
+        spec = spec.replace("SPM_EDIT", str(path))
     shield = get_shield(spec, concepts=["Zorbo"], pipe=tiny_pipe, **kwargs)
     images, info = shielded_generate(tiny_pipe, PROMPTS, SEEDS, shield, steps=STEPS)
     assert images.shape == base.shape and images.dtype == np.uint8
@@ -67,6 +73,9 @@ def test_every_shield_runs(tiny_pipe, spec, kwargs, effect):
         assert images[0].max() == 0 and np.array_equal(images[1], base[1])
     elif effect == "blocked":
         assert info["blocked"] == [True, True] and images.max() == 0
+    elif effect == "transport":  # the adapter is on for the protected prompt, (mostly) off for the other
+        assert info["details"]["gamma"][0] == 1.0 and info["details"]["gamma"][1] < 1.0
+        assert not np.array_equal(images[0], base[0])
 
 
 def test_no_shield_equals_generate(tiny_pipe):

@@ -14,6 +14,7 @@ from erasekit.edits import Edit
 from erasekit.erasers.spm import Adapters, SPMConfig, Transport, merge, sample_anchors, target_modules
 from erasekit.errors import IntegrityError, InvalidValueError
 from erasekit.sampling import encode_prompts
+from erasekit.testing import random_spm_edit
 
 
 def _unet_out(pipe, prompts: list[str]) -> torch.Tensor:
@@ -24,17 +25,13 @@ def _unet_out(pipe, prompts: list[str]) -> torch.Tensor:
 
 
 def _random_spm(pipe, concept: str, seed: int) -> Edit:
-    """An SPM edit with random (non-zero) rank-1 factors, built the way spm.run builds its edit."""
-    unet = copy.deepcopy(pipe.unet)
-    ad = Adapters(unet, rank=1, alpha=1.0, gen=torch.Generator().manual_seed(seed))
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for layer in ad.layers.values():
-            layer.up.copy_(torch.randn(layer.up.shape, generator=g) * 0.05)
-    ad.remove()
-    base = dict(pipe.unet.named_parameters())
-    tensors = {f"unet.{n}": base[n].detach() + d.detach() for n, d in ad.deltas().items()}
-    return Edit.from_tensors(pipe, tensors, method="spm", erase=[concept])
+    """An SPM edit with random (non-zero) rank-1 factors, held as factors the way spm.run builds its edit."""
+    return random_spm_edit(pipe, concept, seed)
+
+
+def _dense(pipe, edit: Edit) -> Edit:
+    """The same edit as full tensors (SPM edit files made before edits held factors)."""
+    return edit.to_dense(pipe)
 
 
 def test_targets_are_the_linears_and_convs_of_transformer_blocks(tiny_pipe):
@@ -108,6 +105,24 @@ def test_transport_scales_each_prompt_and_stacks(tiny_pipe):
     assert g.shape == (2, 2) and g[0, 0] == 1.0 and g[1, 0] == 1.0 and g[1, 1] == 1.0  # token overlap
 
 
+def test_spm_edits_hold_rank1_factors_and_transport_equals_dense(tiny_pipe, tmp_path):
+    e = _random_spm(tiny_pipe, "Zorbo", 4)
+    assert not e.tensors and len(e.factors) == 4 * 12 and all(f.rank == 1 for f in e.factors.values())
+    dense = _dense(tiny_pipe, e)
+    assert not dense.factors and set(dense.tensors) == set(e.factors)
+    assert e.num_bytes() * 4 < dense.num_bytes()  # r (out + in) numbers per layer instead of out x in
+    assert e.num_parameters() == dense.num_parameters()
+    loaded = Edit.load(e.save(tmp_path / "spm.safetensors"), pipe=tiny_pipe)
+    assert set(loaded.factors) == set(e.factors) and (tmp_path / "spm.safetensors").stat().st_size < dense.num_bytes()
+    prompts = ["a painting of Zorbo", "a red circle"]
+    gam = np.array([[1.0], [0.3]])
+    with Transport(tiny_pipe, loaded).active(prompts, gammas=gam):
+        low = _unet_out(tiny_pipe, prompts)
+    with Transport(tiny_pipe, dense).active(prompts, gammas=gam):
+        full = _unet_out(tiny_pipe, prompts)
+    assert torch.allclose(low, full, atol=1e-5) and not torch.allclose(low, _unet_out(tiny_pipe, prompts), atol=1e-4)
+
+
 def test_transport_images_follow_gamma(tiny_pipe):
     e = _random_spm(tiny_pipe, "Zorbo", 3)
     t = Transport(tiny_pipe, e)
@@ -142,8 +157,8 @@ def test_transport_refuses_wrong_edits(tiny_pipe):
     e = _random_spm(tiny_pipe, "Zorbo", 1)
     with e.applied(tiny_pipe), pytest.raises(IntegrityError, match="already applied"):
         Transport(tiny_pipe, e)
-    name = next(iter(e.tensors))
-    other = Edit.from_tensors(tiny_pipe, {name: e.tensors[name]}, method="uce", erase=["Zorbo"])
+    name = e.names[0]
+    other = Edit.from_tensors(tiny_pipe, {name: e.factors[name]}, method="uce", erase=["Zorbo"])
     with pytest.raises(InvalidValueError, match="'uce'"):
         Transport(tiny_pipe, [other])
     with pytest.raises(InvalidValueError, match="'cos'"):

@@ -6,6 +6,12 @@
     edit.save("edits/cora.safetensors"); Edit.load("edits/cora.safetensors")
     compose([e1, e2])     # one edit equal to applying e1 then e2 (e2 must have been made on top of e1)
 
+Low-rank edits. A tensor may instead be held as factors, `LowRank(up (out, r), down (r, in[, kh, kw]), scale)`:
+W_edit = W_base + scale * up @ down (SPM's one-dimensional adapters, LoRA-style deltas). The file stores only the
+factors ("<name>::up", "<name>::down"), so its size is r (out + in) numbers instead of out x in; `apply` adds the
+delta (in float32, cast to the parameter's dtype) and `revert` restores the original bit for bit, as for dense
+tensors. `edit.to_dense(pipe)` turns the factors into full tensors.
+
 Tensors are keyed by "<pipeline component>.<parameter name>", e.g.
 "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight". A tensor hash is the sha256 of
 "<dtype>|<shape>|" followed by the tensor's raw bytes (C order), so dtype and shape changes are refused too.
@@ -25,6 +31,7 @@ import datetime as _dt
 import hashlib
 import hmac
 import json
+import math
 import struct
 import weakref
 from collections.abc import Iterator, Sequence
@@ -119,17 +126,62 @@ def _json_safe(obj: Any) -> Any:
     return str(obj)
 
 
+FACTOR_PARTS = ("up", "down")
+
+
+@dataclass(frozen=True)
+class LowRank:
+    """A low-rank delta `scale * up @ down` of one weight: up (out, r), down (r, in) or (r, in, kh, kw) for convs."""
+
+    up: torch.Tensor
+    down: torch.Tensor
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.up.dim() != 2 or self.down.dim() < 2 or self.up.shape[1] != self.down.shape[0]:
+            raise InvalidValueError(f"low-rank factors need up (out, r) and down (r, in, ...); got up "
+                                    f"{tuple(self.up.shape)} and down {tuple(self.down.shape)}")
+        if not math.isfinite(float(self.scale)):
+            raise InvalidValueError(f"low-rank scale must be finite, got {self.scale!r}")
+
+    @property
+    def rank(self) -> int:
+        return int(self.up.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the weight this delta is added to."""
+        return (int(self.up.shape[0]), *self.down.shape[1:])
+
+    def delta(self) -> torch.Tensor:
+        """scale * up @ down in float32, in the weight's shape."""
+        return (self.up.float() @ self.down.float().flatten(1)).reshape(self.shape) * float(self.scale)
+
+    def added_to(self, weight: torch.Tensor) -> torch.Tensor:
+        """(weight + delta) computed in float32 on weight's device, in weight's dtype."""
+        return (weight.detach().float() + self.delta().to(weight.device)).to(weight.dtype)
+
+    def num_parameters(self) -> int:
+        return self.up.numel() + self.down.numel()
+
+    def num_bytes(self) -> int:
+        return self.up.numel() * self.up.element_size() + self.down.numel() * self.down.element_size()
+
+
 @dataclass
 class Edit:
     """Changed tensors {name: new value} and a manifest (method, config, concepts, version, base/edited sha256).
 
     Build one with `erasekit.erase(...)` or `Edit.from_tensors(pipe, tensors, ...)`; never construct a manifest by hand.
+    `factors` holds the low-rank tensors ({name: LowRank}); `tensors` the dense ones.
     """
 
     tensors: dict[str, torch.Tensor]
     manifest: dict[str, Any]
-    _applied: list[tuple[weakref.ref, dict[str, torch.Tensor]]] = field(default_factory=list, repr=False,
-                                                                         compare=False)
+    factors: dict[str, LowRank] = field(default_factory=dict)
+    # per application: (pipeline, original tensors, sha256 of what was written)
+    _applied: list[tuple[weakref.ref, dict[str, torch.Tensor], dict[str, str]]] = field(
+        default_factory=list, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -137,23 +189,34 @@ class Edit:
                      config: dict[str, Any] | None = None,
                      erase: Sequence[str] = (), preserve: Sequence[str] = (), guide: Sequence[str] | None = None,
                      extra: dict[str, Any] | None = None) -> Edit:
-        """An edit replacing each `tensors[name]` of `pipe`; the base hashes are taken from `pipe`'s current weights."""
+        """An edit replacing each `tensors[name]` of `pipe`; the base hashes are taken from `pipe`'s current weights.
+        A value may be a `LowRank` (kept as factors; the edited weight is the base plus its delta)."""
         from . import __version__
 
         if not tensors:
             raise InvalidValueError("an edit needs at least one changed tensor; got none")
         clean: dict[str, torch.Tensor] = {}
+        factors: dict[str, LowRank] = {}
         params = {}
         for name, new in tensors.items():
             param = resolve_parameter(pipe, name)
             if tuple(new.shape) != tuple(param.shape):
                 raise InvalidValueError(f"edited tensor {name!r} has shape {tuple(new.shape)}, the model's has "
                                         f"{tuple(param.shape)}")
-            clean[name] = new.detach().to("cpu", param.dtype).contiguous()
-            _check_finite(name, clean[name], f"the {method} edit")
+            if isinstance(new, LowRank):
+                f = LowRank(new.up.detach().to("cpu", torch.float32).contiguous(),
+                            new.down.detach().to("cpu", torch.float32).contiguous(), float(new.scale))
+                _check_finite(f"{name}::up", f.up, f"the {method} edit")
+                _check_finite(f"{name}::down", f.down, f"the {method} edit")
+                factors[name] = f
+            else:
+                clean[name] = new.detach().to("cpu", param.dtype).contiguous()
+                _check_finite(name, clean[name], f"the {method} edit")
             params[name] = param
         base = _hash_all(params)
-        edited = _hash_all(clean)
+        edited = _hash_all({**clean, **{n: f.added_to(params[n].detach().cpu()) for n, f in factors.items()}})
+        for n in factors:  # a delta that overflows the parameter's dtype
+            _check_finite(n, factors[n].added_to(params[n].detach().cpu()), f"the {method} edit")
         manifest = {
             "format": FORMAT,
             "erasekit_version": __version__,
@@ -167,9 +230,14 @@ class Edit:
             "base_sha256": base,
             "edited_sha256": edited,
         }
+        if factors:
+            manifest["factors"] = {n: {"rank": f.rank, "scale": f.scale, "shape": list(f.shape)}
+                                   for n, f in factors.items()}
+            manifest["factor_sha256"] = {f"{n}::{part}": tensor_sha256(getattr(f, part))
+                                         for n, f in factors.items() for part in FACTOR_PARTS}
         if extra:
             manifest.update(_json_safe(extra))
-        return cls(clean, manifest)
+        return cls(clean, manifest, factors)
 
     # ------------------------------------------------------------------------------------------ info
     @property
@@ -178,20 +246,47 @@ class Edit:
 
     @property
     def names(self) -> list[str]:
-        return list(self.tensors)
+        """Every tensor this edit changes (dense and low-rank)."""
+        return list(self.tensors) + list(self.factors)
 
     def num_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+        """Bytes of what the edit stores (for low-rank tensors: their factors)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors.values()) + \
+            sum(f.num_bytes() for f in self.factors.values())
+
+    def num_parameters(self) -> int:
+        """Model parameters the edit changes (every element of each tensor it writes, dense or low-rank); what it
+        stores is `num_bytes()`."""
+        return sum(t.numel() for t in self.tensors.values()) + sum(math.prod(f.shape) for f in self.factors.values())
 
     def __repr__(self) -> str:
-        return (f"Edit(method={self.method!r}, erase={self.manifest.get('erase')}, tensors={len(self.tensors)}, "
+        low = f", {len(self.factors)} low-rank" if self.factors else ""
+        return (f"Edit(method={self.method!r}, erase={self.manifest.get('erase')}, tensors={len(self.tensors)}{low}, "
                 f"{self.num_bytes() / 2**20:.2f} MiB)")
+
+    def edited_value(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        """The value this edit writes for tensor `name` over `base` (its current value in the model)."""
+        if name in self.factors:
+            return self.factors[name].added_to(base)
+        return self.tensors[name].to(base.device)
+
+    def to_dense(self, pipe: Any) -> Edit:
+        """The same edit with every low-rank tensor expanded over `pipe`'s base weights (checked first)."""
+        if not self.factors:
+            return self
+        self.check_base(pipe)
+        dense = dict(self.tensors)
+        for name, f in self.factors.items():
+            dense[name] = f.added_to(resolve_parameter(pipe, name).detach().cpu())
+        manifest = {k: v for k, v in self.manifest.items() if k not in ("factors", "factor_sha256", SIGNATURE_KEY)}
+        manifest["edited_sha256"] = {**manifest["edited_sha256"], **_hash_all({n: dense[n] for n in self.factors})}
+        return Edit(dense, manifest)
 
     # ------------------------------------------------------------------------------------------ checks
     def mismatches(self, pipe: Any) -> list[str]:
         """Names of the tensors whose current value in `pipe` is not the base this edit was made on."""
         bad, params = [], {}
-        for name in self.tensors:
+        for name in self.names:
             try:
                 params[name] = resolve_parameter(pipe, name)
             except IntegrityError:
@@ -205,26 +300,28 @@ class Edit:
         bad = self.mismatches(pipe)
         if not bad:
             return
-        applied = [n for n in bad if n in self.tensors and self._is_current(pipe, n)]
-        if len(applied) == len(self.tensors):
+        applied = [n for n in bad if self._is_current(pipe, n)]
+        if len(applied) == len(self.names):
             raise IntegrityError(f"this {self.method} edit is already applied to the model; revert it first")
         shown = ", ".join(repr(n) for n in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise IntegrityError(
             f"refusing to apply this {self.method} edit (made on {self.manifest.get('base_model')!r}, erase="
-            f"{self.manifest.get('erase')}): {len(bad)} of its {len(self.tensors)} base tensors differ from the "
+            f"{self.manifest.get('erase')}): {len(bad)} of its {len(self.names)} base tensors differ from the "
             f"model's "
             f"({shown}). The edit was made for other weights: load the model it was made on, apply the edits it was "
             "made on top of first, or compose them")
 
-    def _is_current(self, pipe: Any, name: str) -> bool:
+    def _is_current(self, pipe: Any, name: str, written: dict[str, str] | None = None) -> bool:
+        """Is `name` in `pipe` exactly what this edit wrote (`written`: hashes of one application) or records?"""
         try:
             param = resolve_parameter(pipe, name)
         except IntegrityError:
             return False
-        new = self.tensors[name]
+        want = (written or {}).get(name, self.manifest["edited_sha256"][name])
         # byte comparison (not torch.equal, which is never true for NaN): "is this exactly the edited tensor?"
-        return param.shape == new.shape and param.dtype == new.dtype and \
-            tensor_sha256(param.detach().cpu()) == self.manifest["edited_sha256"][name]
+        return tuple(param.shape) == tuple(self.factors[name].shape if name in self.factors else
+                                           self.tensors[name].shape) and \
+            tensor_sha256(param.detach().cpu()) == want
 
     # ------------------------------------------------------------------------------------------ apply / revert
     @torch.no_grad()
@@ -232,28 +329,31 @@ class Edit:
         """Write the edited tensors into `pipe` in place (after checking the base hashes); returns `pipe`."""
         self.check_base(pipe)
         originals: dict[str, torch.Tensor] = {}
+        written: dict[str, str] = {}
         try:
-            for name, new in self.tensors.items():
+            for name in self.names:
                 param = resolve_parameter(pipe, name)
                 originals[name] = param.detach().clone()
-                param.copy_(new.to(param.device))
+                param.copy_(self.edited_value(name, originals[name]))
+                if name in self.factors:  # a delta added on another device may round differently: remember it
+                    written[name] = tensor_sha256(param.detach().cpu())
         except BaseException:
             for name, old in originals.items():  # a half-applied edit is undone before the error propagates
                 resolve_parameter(pipe, name).copy_(old)
             raise
-        self._applied.append((weakref.ref(pipe), originals))
+        self._applied.append((weakref.ref(pipe), originals, written))
         return pipe
 
     @torch.no_grad()
     def revert(self, pipe: Any) -> Any:
         """Restore the tensors this edit replaced in `pipe`, bit-exact; refuses if they changed since `apply`."""
         for i in range(len(self._applied) - 1, -1, -1):
-            ref, originals = self._applied[i]
+            ref, originals, written = self._applied[i]
             if ref() is pipe:
                 break
         else:
             raise ErasekitError(f"this {self.method} edit is not applied to this model (nothing to revert)")
-        changed = [n for n in self.tensors if not self._is_current(pipe, n)]
+        changed = [n for n in self.names if not self._is_current(pipe, n, written)]
         if changed:
             raise IntegrityError(f"cannot revert: {len(changed)} edited tensors changed since this edit was applied "
                                  f"(e.g. {changed[0]!r}); revert the edits applied after it first")
@@ -277,11 +377,17 @@ class Edit:
         secret bytes) the manifest carries an HMAC-SHA256 signature."""
         from safetensors.torch import save
 
-        manifest = {k: v for k, v in self.manifest.items() if k != SIGNATURE_KEY}
+        manifest = {k: v for k, v in self.manifest.items() if k not in (SIGNATURE_KEY, "factors", "factor_sha256")}
+        stored = {n: t.contiguous() for n, t in self.tensors.items()}
+        for n, f in self.factors.items():
+            stored[f"{n}::up"], stored[f"{n}::down"] = f.up.contiguous(), f.down.contiguous()
+        if self.factors:  # the factors' shapes, scales and hashes are part of the (signed) manifest
+            manifest["factors"] = {n: {"rank": f.rank, "scale": f.scale, "shape": list(f.shape)}
+                                   for n, f in self.factors.items()}
+            manifest["factor_sha256"] = {n: tensor_sha256(t) for n, t in stored.items() if "::" in n}
         if sign_key is not None:
             manifest[SIGNATURE_KEY] = _signature(manifest, _read_key(sign_key))
-        data = save({n: t.contiguous() for n, t in self.tensors.items()},
-                    metadata={METADATA_KEY: json.dumps(manifest, sort_keys=True)})
+        data = save(stored, metadata={METADATA_KEY: json.dumps(manifest, sort_keys=True)})
         return atomic_write_bytes(path, data)
 
     @classmethod
@@ -308,13 +414,33 @@ class Edit:
         if manifest.get("format") != FORMAT:
             raise IntegrityError(f"{str(path)!r} has edit format {manifest.get('format')!r}; this erasekit reads "
                                  f"{FORMAT!r}")
-        if not set(tensors) == set(manifest.get("base_sha256", {})) == set(manifest.get("edited_sha256", {})):
+        meta = manifest.get("factors") or {}
+        fhash = manifest.get("factor_sha256") or {}
+        if not isinstance(meta, dict) or not isinstance(fhash, dict):
+            raise IntegrityError(f"{str(path)!r}: the manifest's factors are not JSON objects; not an erasekit edit "
+                                 "file")
+        dense = {n: t for n, t in tensors.items() if "::" not in n}
+        parts = {n: t for n, t in tensors.items() if "::" in n}
+        names = set(dense) | set(meta)
+        if not names == set(manifest.get("base_sha256", {})) == set(manifest.get("edited_sha256", {})) or \
+                set(parts) != {f"{n}::{p}" for n in meta for p in FACTOR_PARTS} or set(fhash) != set(parts):
             raise IntegrityError(f"{str(path)!r}: the manifest does not list exactly the tensors stored in the file")
-        for name, t in tensors.items():
+        for name, t in dense.items():
             if tensor_sha256(t) != manifest["edited_sha256"][name]:
                 raise IntegrityError(f"{str(path)!r}: tensor {name!r} does not match its recorded sha256 "
                                      "(corrupt file)")
             _check_finite(name, t, str(path))
+        for name, t in parts.items():
+            if tensor_sha256(t) != fhash[name]:
+                raise IntegrityError(f"{str(path)!r}: low-rank factor {name!r} does not match its recorded sha256 "
+                                     "(corrupt file)")
+            _check_finite(name, t, str(path))
+        factors = {}
+        for n, m in meta.items():
+            try:
+                factors[n] = LowRank(parts[f"{n}::up"], parts[f"{n}::down"], float(m["scale"]))
+            except (InvalidValueError, KeyError, TypeError, ValueError) as e:
+                raise IntegrityError(f"{str(path)!r}: low-rank tensor {n!r} is malformed ({e})") from None
         if verify_key is not None:
             sig = manifest.get(SIGNATURE_KEY)
             unsigned = {k: v for k, v in manifest.items() if k != SIGNATURE_KEY}
@@ -323,7 +449,7 @@ class Edit:
             if not hmac.compare_digest(sig, _signature(unsigned, _read_key(verify_key))):
                 raise IntegrityError(f"{str(path)!r}: its signature does not match the verify key (tampered, or "
                                      "signed with another key)")
-        edit = cls(tensors, manifest)
+        edit = cls(dense, manifest, factors)
         if pipe is not None:
             edit.check_base(pipe)
         return edit
@@ -338,17 +464,28 @@ def compose(edits: Sequence[Edit]) -> Edit:
     if not edits:
         raise InvalidValueError("compose() needs at least one edit; got an empty list")
     tensors: dict[str, torch.Tensor] = {}
+    factors: dict[str, LowRank] = {}
     base: dict[str, str] = {}
     edited: dict[str, str] = {}
     for k, e in enumerate(edits):
-        for name, t in e.tensors.items():
+        for name in e.names:
             want = e.manifest["base_sha256"][name]
             if name in edited and edited[name] != want:
                 raise IntegrityError(
                     f"edit {k} ({e.method}, erase={e.manifest.get('erase')}) was not made on top of the earlier edits: "
                     f"its base for {name!r} differs from what they produce. Make it on a model with them applied")
             base.setdefault(name, want)
-            tensors[name] = t
+            if name in e.tensors:  # a dense tensor replaces whatever came before
+                tensors[name] = e.tensors[name]
+                factors.pop(name, None)
+            elif name in tensors:  # a low-rank delta over an earlier dense tensor: expand it
+                tensors[name] = e.factors[name].added_to(tensors[name])
+            elif name in factors:
+                raise IntegrityError(
+                    f"edit {k} ({e.method}) adds a low-rank delta to {name!r} on top of another low-rank edit: "
+                    "their composition depends on the base weights; compose `edit.to_dense(pipe)` instead")
+            else:
+                factors[name] = e.factors[name]
             edited[name] = e.manifest["edited_sha256"][name]
     parts = [{k: v for k, v in e.manifest.items() if k not in ("base_sha256", "edited_sha256")} for e in edits]
     manifest = {
@@ -365,4 +502,13 @@ def compose(edits: Sequence[Edit]) -> Edit:
         "base_sha256": base,
         "edited_sha256": edited,
     }
-    return Edit(dict(tensors), manifest)
+    if factors:
+        manifest["factors"] = {n: {"rank": f.rank, "scale": f.scale, "shape": list(f.shape)}
+                               for n, f in factors.items()}
+        manifest["factor_sha256"] = {f"{n}::{part}": tensor_sha256(getattr(f, part))
+                                     for n, f in factors.items() for part in FACTOR_PARTS}
+    for name in tensors:  # an expanded low-rank delta is checked against what its edit recorded
+        if tensor_sha256(tensors[name]) != edited[name]:
+            raise IntegrityError(f"composing {name!r}: the low-rank delta over the earlier edit's tensor does not "
+                                 "give the weights its edit recorded; compose `edit.to_dense(pipe)` instead")
+    return Edit(dict(tensors), manifest, factors)

@@ -36,3 +36,24 @@ def tiny_pipeline(seed: int = 0, cross_attention_dim: int = 32, world: str | Non
 
         attach_world(pipe, world)
     return pipe
+
+
+def random_spm_edit(pipe: StableDiffusionPipeline, concept: str, seed: int, scale: float = 0.05):
+    """An SPM `Edit` of `pipe` with random non-zero rank-1 factors on every SPM target layer, held as low-rank
+    factors exactly as `erasers.spm` makes them (for tests of transport and low-rank edits; no training)."""
+    import copy
+
+    from .edits import Edit, LowRank
+    from .erasers.spm import Adapters
+
+    unet = copy.deepcopy(pipe.unet)
+    ad = Adapters(unet, rank=1, alpha=1.0, gen=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for layer in ad.layers.values():
+            layer.up.copy_(torch.randn(layer.up.shape, generator=g) * scale)
+    ad.remove()
+    tensors = {f"unet.{n}.weight": LowRank(ad.layers[n.replace(".", "__")].up.detach(),
+                                           ad.layers[n.replace(".", "__")].down.detach(), ad.layers[
+                                               n.replace(".", "__")].scale) for n in ad.modules_}
+    return Edit.from_tensors(pipe, tensors, method="spm", erase=[concept])

@@ -110,7 +110,8 @@ def erase_cmd(model, method, erase, preserve, guide, options, on_edits, world_de
             edit = compose(base + [edit])
         path = edit.save(out, sign_key=sign_key)
     secs = edit.manifest.get("edit_seconds")
-    console.print(f"wrote {path} ({len(edit.tensors)} tensors, {edit.num_bytes() / 2**20:.2f} MiB"
+    low = f" ({len(edit.factors)} as low-rank factors)" if edit.factors else ""
+    console.print(f"wrote {path} ({len(edit.names)} tensors{low}, {edit.num_bytes() / 2**20:.2f} MiB"
                   + (f", edit {secs:.2f} s" if secs is not None else "") + f"): erase={erase}")
 
 

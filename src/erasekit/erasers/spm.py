@@ -16,16 +16,18 @@ steps with CFG 3 on c, sampled by the adapted model (official; `trajectory="froz
 a ~ N(0, I) of the shape of E(c) (77, D), normalised, accepted with probability 1 - cos(a, E(c)), rescaled to
 U[0.8, 1.2] ||E(c)|| (Frobenius norms).
 
-The edit. An `Edit` holds the merged weights W + (alpha / r) U D (m = 1): applying it is plain erasure and apply /
-revert / compose / save behave as for every method. The adapter of each layer is recoverable from the edit as
-Delta = W_edit - W_base, so *facilitated transport* needs nothing else: `Transport(pipe, [edits])` installs, on the
-unedited pipeline, forward hooks that add gamma_k(p) Delta_k x per edit k and per prompt p, with
+The edit. An `Edit` holds each adapter as its factors (`edits.LowRank(U, D, alpha / r)`, the official file's
+content: r (out + in) numbers per layer), so applying it gives the merged weights W + (alpha / r) U D (m = 1) and apply
+/ revert / save behave as for every method. *Facilitated transport* uses the factors directly: `Transport(pipe,
+[edits])` installs, on the unedited pipeline, forward hooks that add gamma_k(p) (alpha / r) U_k (D_k x) per edit k and
+per prompt p (dense SPM edits, e.g. merged ones, use Delta = W_edit - W_base), with
 
     gamma_k(p) = max over the erased prompts e of edit k of max(cos(E(p), E(e)), |tok(p) & tok(e)| / |tok(e)|)
 
 (special tokens excluded). Several SPMs trained independently on the same base stack: each gets its own gamma.
-`merge(pipe, edits)` folds several into one plain `Edit` (gamma = 1 each). At gamma = 1 transport gives exactly the
-weights of the applied edit; `erasekit generate --edit spm.safetensors --transport` uses it from the CLI.
+`merge(pipe, edits)` folds several into one plain `Edit` (gamma = 1 each). At gamma = 1 transport gives the outputs
+of the applied edit (up to float rounding); `erasekit generate --edit spm.safetensors --transport` uses it from the
+CLI and the shield `spm_transport:edits=spm.safetensors` (`shields/spm_transport.py`) lets `erasekit eval` measure it.
 
 Defaults. Official: rank 1, alpha 1, g 1, beta 1000, 4 anchor samples per step, 30 DDIM steps, 3000 iterations,
 AdamW8bit lr 1e-4 with cosine restarts (3 cycles, 500 warm-up steps), float32. Ours: the same except 150 steps,
@@ -68,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..edits import Edit
+from ..edits import Edit, LowRank
 from ..config import check_choice, check_min
 from ..errors import InvalidValueError
 from ..sampling import encode_prompts
@@ -280,9 +282,8 @@ def run(pipe, request: EraseRequest, config: SPMConfig, hooks: TrainHooks) -> tu
     finally:
         adapters.remove()
     with torch.no_grad():
-        base = dict(pipe.unet.named_parameters())
-        tensors = {f"unet.{n}": (base[n].float() + d.to(base[n].device)).to(base_dtype)
-                   for n, d in adapters.deltas().items()}
+        tensors = {f"unet.{n}.weight": LowRank(a.up.detach().cpu(), a.down.detach().cpu(), a.scale)
+                   for n, a in ((n, adapters.layers[n.replace(".", "__")]) for n in adapters.modules_)}
     info = {"train": log.to_dict(), "adapted_modules": len(adapters.modules_), "rank": config.rank,
             "alpha": config.alpha, "neutral": neutral,
             "transport": "erasekit.erasers.spm.Transport(pipe, [edit]) or `erasekit generate --transport`"}
@@ -340,14 +341,19 @@ class Transport:
             e.check_base(pipe)  # edits made on other weights (or already applied) are refused
         from ..edits import resolve_parameter
 
-        self.deltas: list[dict[str, torch.Tensor]] = []  # per edit: {module name: W_edit - W_base (base dtype)}
+        # per edit: {module name: LowRank (factored SPM edits) or W_edit - W_base (dense ones, base dtype)}
+        self.deltas: list[dict[str, LowRank | torch.Tensor]] = []
         for e in self.edits:
-            d = {}
-            for name, new in e.tensors.items():
+            d: dict[str, LowRank | torch.Tensor] = {}
+            for name in e.names:
                 if not name.startswith("unet.") or not name.endswith(".weight"):
                     raise InvalidValueError(f"SPM edit tensor {name!r} is not a UNet weight")
-                p = resolve_parameter(pipe, name)
-                d[name[len("unet."):-len(".weight")]] = (new.to(p.device).float() - p.detach().float()).to(p.dtype)
+                module = name[len("unet."):-len(".weight")]
+                if name in e.factors:
+                    d[module] = e.factors[name]
+                else:
+                    p = resolve_parameter(pipe, name)
+                    d[module] = (e.tensors[name].to(p.device).float() - p.detach().float()).to(p.dtype)
             self.deltas.append(d)
         self.concepts = [list(e.manifest.get("erase", [])) for e in self.edits]
         self._concept_feats = [self._features(c) for c in self.concepts]
@@ -407,11 +413,7 @@ class Transport:
             for k, d in enumerate(self.deltas):
                 if name not in d or not bool((g[:, k] != 0).any()):
                     continue
-                w = d[name].to(output.device, output.dtype)
-                if isinstance(module, nn.Conv2d):
-                    y = F.conv2d(x, w, None, module.stride, module.padding, module.dilation)
-                else:
-                    y = F.linear(x, w)
+                y = _delta_output(module, d[name], x, output.dtype)
                 output = output + g[:, k].to(output.dtype).view(-1, *([1] * (y.dim() - 1))) * y
             return output
 
@@ -438,6 +440,26 @@ class Transport:
         return np.concatenate(out)
 
 
+def _delta_output(module: nn.Module, delta: LowRank | torch.Tensor, x: torch.Tensor, dtype: torch.dtype
+                  ) -> torch.Tensor:
+    """The output of the weight delta alone for the layer input x: scale U (D x) for factors, Delta x otherwise."""
+    conv = isinstance(module, nn.Conv2d)
+    if isinstance(delta, LowRank):
+        up, down = delta.up.to(x.device, dtype), delta.down.to(x.device, dtype)
+        if conv:
+            h = F.conv2d(x.to(dtype), down, None, module.stride, module.padding, module.dilation)
+            return F.conv2d(h, up[:, :, None, None]) * delta.scale
+        return F.linear(F.linear(x.to(dtype), down), up) * delta.scale
+    w = delta.to(x.device, dtype)
+    if conv:
+        return F.conv2d(x, w, None, module.stride, module.padding, module.dilation)
+    return F.linear(x, w)
+
+
+def _dense(delta: LowRank | torch.Tensor) -> torch.Tensor:
+    return delta.delta() if isinstance(delta, LowRank) else delta.float()
+
+
 def merge(pipe, edits: Sequence[Edit]) -> Edit:
     """One plain `Edit` with every SPM of `edits` (made independently on `pipe`'s weights) at gamma = 1:
     W + sum_k Delta_k. Sequentially made edits compose with `erasekit.edits.compose` instead."""
@@ -447,7 +469,7 @@ def merge(pipe, edits: Sequence[Edit]) -> Edit:
     tensors = {}
     for n in sorted({n for d in t.deltas for n in d}):
         p = resolve_parameter(pipe, f"unet.{n}.weight")
-        total = p.detach().float() + sum(d[n].float() for d in t.deltas if n in d)
+        total = p.detach().float() + sum(_dense(d[n]) for d in t.deltas if n in d)
         tensors[f"unet.{n}.weight"] = total.to(p.dtype)
     return Edit.from_tensors(pipe, tensors, method="spm", config={"merged": len(t.edits)},
                              erase=[c for cs in t.concepts for c in cs],

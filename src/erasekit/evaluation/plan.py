@@ -158,7 +158,8 @@ def prepare_variant(v: Variant) -> PreparedVariant:
         from ..shields import parse_spec as parse_shield
 
         parts = parse_shield(v.shield)
-        shield = {"spec": v.shield, "parts": [[cls.__name__, _jsonable(cfg)] for cls, cfg in parts]}
+        shield = {"spec": v.shield, "parts": [[cls.__name__, _jsonable(cfg), cls.content_identity(cfg)]
+                                              for cls, cfg in parts]}
     attack = None
     if v.attack:
         from ..attacks import parse_spec

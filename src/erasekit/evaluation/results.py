@@ -24,8 +24,7 @@ from .score import attack_metrics, target_metrics
 def _edit_cost(edits: list) -> dict:
     if not edits:
         return {"parameters_changed": 0, "edit_bytes": 0}
-    out = {"parameters_changed": int(sum(e.num_parameters() if hasattr(e, "num_parameters") else
-                                         sum(t.numel() for t in e.tensors.values()) for e in edits)),
+    out = {"parameters_changed": int(sum(e.num_parameters() for e in edits)),
            "edit_bytes": int(sum(e.num_bytes() for e in edits))}
     secs = [e.manifest.get("edit_seconds") for e in edits]
     if all(isinstance(x, (int, float)) for x in secs):

@@ -8,6 +8,9 @@ A shield acts at up to three points of one generation, each an explicit hook of 
                               guidance terms with their own conditionings (SLD)
     flag(images, prompts)     image filter: flagged images are blocked (black) or regenerated with fresh seeds
 
+Registered: negative_prompt, rewrite, sld, guardians, detector, adavd, spm_transport (SPM's facilitated transport of
+adapters from edit files), image_filter.
+
 Shields compose left to right ("detector+sld:strong"): prompts flow through every `prepare`, the plan through every
 `condition`, and an image is flagged if any filter flags it. `shielded_generate` runs a chain end to end:
 
@@ -51,6 +54,8 @@ shields.add("detector", "erasekit.shields.detector:PromptDetector",
             help="prompt/embedding detector of protected concepts (token match + calibrated similarity); refuses")
 shields.add("adavd", "erasekit.shields.adavd:AdaVD",
             help="AdaVD: project cross-attention values off the concept's value, adaptive shift (no weight change)")
+shields.add("spm_transport", "erasekit.shields.spm_transport:SPMTransport",
+            help="SPM adapters from edit files, scaled per prompt by facilitated transport (no weight change)")
 shields.add("image_filter", "erasekit.shields.detector:ImageFilter",
             help="output filter (toy oracle, NudeNet or a user classifier): blocks or regenerates flagged images")
 
@@ -219,6 +224,12 @@ class Shield:
     def max_tries(self) -> int:
         """Extra generations a regenerating filter allows per image."""
         return 0
+
+    @classmethod
+    def content_identity(cls, config: Any) -> dict:
+        """What the config refers to by path (files), as content hashes: part of the evaluation cache key, so a
+        file changed under the same name is a cache miss. Default: nothing."""
+        return {}
 
     def identity(self) -> dict:
         """What a result must record to be reproducible: name, config, protected concepts (+ calibration)."""
