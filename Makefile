@@ -23,4 +23,4 @@ test: env
 	$(BIN)/python -m pytest
 
 bench: env
-	$(BIN)/python bench/fidelity.py
+	$(BIN)/erasekit bench --spec fidelity-toy --out runs/bench/fidelity --markdown runs/bench/fidelity.md

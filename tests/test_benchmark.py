@@ -9,6 +9,7 @@ import pytest
 
 from erasekit.benchmark import BenchSpec, VariantSpec, load_bench_spec, run_bench, shipped_specs
 from erasekit.errors import InvalidValueError, UnknownNameError
+from erasekit.metrics import COSTS, RESULT_METRICS
 from erasekit.report.markdown import results_table
 from erasekit.suite import Suite
 
@@ -23,7 +24,8 @@ def test_every_shipped_spec_loads():
     assert {"erasure-toy", "erasure-quick", "shields-toy", "attacks-toy"} <= set(names)
     for n in names:
         spec = load_bench_spec(n)
-        assert spec.variants and spec.description
+        assert (spec.variants or spec.base_only) and spec.description
+        assert set(spec.table) <= set(RESULT_METRICS) | set(COSTS)  # every column is in the vocabulary
 
 
 @pytest.mark.parametrize("text, exc, needle", [
@@ -34,6 +36,8 @@ def test_every_shipped_spec_loads():
     ("name: x\nvariants: []\n", InvalidValueError, "no variants"),
     ("name: x\nlimit: 0\nvariants: [{name: a, method: uce}]\n", InvalidValueError, "limit"),
     ("name: [x\n", InvalidValueError, "YAML"),
+    ("name: x\nbase_only: true\nvariants: [{name: a, method: uce}]\n", InvalidValueError, "base_only"),
+    ("name: x\nrows: concept\nvariants: [{name: a, method: uce}]\n", UnknownNameError, "concept"),
 ])
 def test_bad_specs_get_clear_errors(tmp_path, text, exc, needle):
     p = tmp_path / "b.yaml"
@@ -66,3 +70,21 @@ def test_run_bench_goes_through_the_harness_and_reuses_edits(tiny_pipe, tmp_path
 
     html = write_report(tmp_path).read_text()
     assert "uce+neg" in html and 'id="leaderboard-table"' in html
+
+
+def test_base_only_spec_gives_rows_per_family(tiny_pipe, tmp_path):
+    """A fidelity spec: no variants, the base model alone, its markdown one row per evaluator family, with the
+    family means results.json holds (nothing recomputed by the table)."""
+    spec = BenchSpec(name="fid", variants=(), base_only=True, rows="family", table=("detection", "accuracy_direct"))
+    suite = Suite(name="tiny", targets=("Zorbo", "Mossy", "triangle"), samples=dict(direct=2), steps=2, guidance=3.0,
+                  world="toyworld")
+    res = run_bench(spec, tmp_path, pipe=tiny_pipe, suite=suite)
+    assert list(res["variants"]) == ["base"] and res["families"]["Mossy"] == "character"
+    fam = res["variants"]["base"]["by_family"]
+    per = res["variants"]["base"]["metrics"]
+    assert set(fam) == {"character", "object"}
+    assert fam["character"]["detection"] == pytest.approx((per["Zorbo"]["detection"] + per["Mossy"]["detection"]) / 2)
+    assert "accuracy_direct" in per["Zorbo"]
+    table = results_table(res, ["detection", "accuracy_direct"], per_family=True)
+    assert "| variant | family | detection ↓ | accuracy_direct |" in table
+    assert table.count("\n| base | ") == 2

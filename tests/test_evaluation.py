@@ -253,10 +253,12 @@ def test_every_result_name_is_in_the_vocabulary_with_its_metric_class_direction(
     assert set(res["metrics_info"]) == names
     for name in res["variants"]["base"]["mean"]:
         cls = metrics.get(RESULT_METRICS[name].metric)
-        assert res["metrics_info"][name]["higher_is_better"] is cls.higher_is_better, name
+        want = cls.higher_is_better if RESULT_METRICS[name].direction == "from the metric class" else None
+        assert res["metrics_info"][name]["higher_is_better"] is want, name
         assert res["metrics_info"][name]["help"]
     assert higher_is_better("detection") is False and higher_is_better("accuracy_unrelated") is True
     assert higher_is_better("clip_score_direct") is None and higher_is_better("clip_score_unrelated") is True
+    assert higher_is_better("accuracy_direct") is None  # fidelity: an erasure lowers it on purpose
     with pytest.raises(UnknownNameError, match="detection"):
         metrics_info(["detecton"])
 

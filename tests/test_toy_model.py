@@ -11,7 +11,8 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from erasekit import generate
 from erasekit.world.plugin import manifest as toyworld_manifest
 from erasekit.sampling import sampling_defaults
-from erasekit.world.fidelity import measure_fidelity
+from erasekit.evaluation import evaluate
+from erasekit.suite import Suite
 
 # family -> minimum oracle agreement on 24-40 direct prompts
 MIN_FIDELITY = {"object": 0.75, "colour": 0.8, "artist": 0.75, "character": 0.75, "unsafe": 0.75}
@@ -34,11 +35,18 @@ def test_manifest_records_how_to_reproduce():
     assert man["dataset"]["counts"]["artist"]["Rhea Solis"] <= 5
 
 
-def test_fidelity_on_a_small_sample(toy_pipe_shared, oracle):
-    g = sampling_defaults(toy_pipe_shared).guidance
+def test_fidelity_on_a_small_sample(toy_pipe_shared, tmp_path):
+    """Through the one measurement path (the harness, the world's prompts, the oracle): 24 direct prompts per family."""
+    targets = {"object": ("circle", "triangle", "ring", "bar"), "colour": ("red", "green", "blue", "white"),
+               "artist": ("Alva Renn", "Cora Voss", "Felix Orme", "Jonas Pike"), "character": ("Zorbo", "Mossy", "Kiko"),
+               "unsafe": ("gore", "nudity")}
+    per = {f: 24 // len(t) for f, t in targets.items()}
     for family, minimum in MIN_FIDELITY.items():
-        res = measure_fidelity(toy_pipe_shared, oracle, family, "direct", n=24, seed=7, guidance=g, steps=20)
-        assert res.accuracy >= minimum, (family, res.accuracy, res.per_concept)
+        suite = Suite(name=f"fidelity-{family}", targets=targets[family], samples=dict(direct=per[family]), steps=20,
+                      seed=7, world="toyworld")
+        res = evaluate(suite, [], tmp_path / family, pipe=toy_pipe_shared)
+        got = res["variants"]["base"]["by_family"][family]["detection"]
+        assert got >= minimum, (family, got, res["variants"]["base"]["metrics"])
 
 
 def test_prompt_controls_the_image(toy_pipe_shared, oracle):

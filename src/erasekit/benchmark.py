@@ -27,6 +27,8 @@ Spec keys (see the shipped specs):
         attack: "copycat:steps=4"   # optional attack spec (robustness metrics)
         early_stop: true      # fine-tuning: stop when the evaluator no longer sees the concept
     table: [detection, detection_generality, accuracy_neighbours, image_drift, edit_seconds]
+    rows: target              # markdown rows: variant x target (default), variant x family, or variant
+    base_only: false          # true: no variants, the base model alone (fidelity tables); variants must be absent
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from .errors import InvalidValueError, UnknownNameError, first_line
 from .io import atomic_write_text, slug
 
 VARIANT_KEYS = ("name", "method", "options", "templates", "shield", "attack", "early_stop", "request")
-SPEC_KEYS = ("name", "description", "suite", "limit", "steps", "concepts", "variants", "table")
+SPEC_KEYS = ("name", "description", "suite", "limit", "steps", "concepts", "variants", "table", "rows", "base_only")
+ROWS = ("target", "family", "variant")
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,17 @@ class BenchSpec:
     concepts: tuple[str, ...] = ()
     table: tuple[str, ...] = ()
     description: str = ""
+    rows: str = "target"
+    base_only: bool = False
 
     def __post_init__(self) -> None:
-        if not self.variants:
-            raise InvalidValueError(f"bench spec {self.name!r} has no variants")
+        if self.base_only and self.variants:
+            raise InvalidValueError(f"bench spec {self.name!r} says base_only: true but lists variants; drop one")
+        if not self.variants and not self.base_only:
+            raise InvalidValueError(f"bench spec {self.name!r} has no variants (base_only: true measures the base "
+                                    "model alone)")
+        if self.rows not in ROWS:
+            raise UnknownNameError(f"rows of bench spec {self.name!r}", self.rows, ROWS)
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise InvalidValueError(f"bench spec {self.name!r} repeats a variant name: {names}")
@@ -141,7 +151,8 @@ def load_bench_spec(name_or_path: str) -> BenchSpec:
     return BenchSpec(name=str(raw.get("name") or path.stem), variants=tuple(variants),
                      suite=str(raw.get("suite") or "default"), limit=raw.get("limit"), steps=raw.get("steps"),
                      concepts=tuple(concepts),
-                     table=tuple(raw.get("table") or ()), description=str(raw.get("description") or "").strip())
+                     table=tuple(raw.get("table") or ()), description=str(raw.get("description") or "").strip(),
+                     rows=str(raw.get("rows") or "target"), base_only=bool(raw.get("base_only") or False))
 
 
 def _edit_for(pipe: Any, base_sha256: str, world: Any, evaluator: Any, concept: str, v: VariantSpec,
@@ -233,8 +244,11 @@ def run_bench(spec: BenchSpec, out: str | Path, pipe: Any = None, model: str | N
 def merge_results(parts: dict[str, dict]) -> dict:
     """One result whose variants hold every concept's metrics (per-concept result files stay in their folders);
     costs are medians over concepts, means are over concepts."""
-    merged: dict[str, Any] = {"variants": {}, "targets": list(parts)}
+    from .evaluation.results import family_means, means
+
+    merged: dict[str, Any] = {"variants": {}, "targets": list(parts), "families": {}}
     for concept, res in parts.items():
+        merged["families"].update(res.get("families") or {})
         for name, v in res["variants"].items():
             slot = merged["variants"].setdefault(name, {"metrics": {}, "cost": {}, "edits": [],
                                                         "shield": v.get("shield"), "attack": v.get("attack")})
@@ -245,11 +259,11 @@ def merge_results(parts: dict[str, dict]) -> dict:
                     slot["cost"].setdefault(k, []).append(val)
     for v in merged["variants"].values():
         v["cost"] = {k: float(np.median(vals)) for k, vals in v["cost"].items()}
-        keys = sorted({k for pt in v["metrics"].values() for k in pt})
-        v["mean"] = {k: float(np.mean([pt[k] for pt in v["metrics"].values() if k in pt])) for k in keys}
+        v["mean"] = means(v["metrics"].values())
+        v["by_family"] = family_means(v["metrics"], merged["families"])
     first = next(iter(parts.values()))
     for k in first:
-        if k not in ("variants", "targets"):
+        if k not in ("variants", "targets", "families"):
             merged[k] = first[k]
     return merged
 

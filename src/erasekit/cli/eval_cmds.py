@@ -175,7 +175,8 @@ def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip,
     if markdown:
         from ..io import atomic_write_text
 
-        atomic_write_text(markdown, results_table(res, bs.table, per_target=True) + "\n")
+        atomic_write_text(markdown, results_table(res, bs.table, per_target=bs.rows == "target",
+                                                  per_family=bs.rows == "family") + "\n")
         console.print(f"[bold green]markdown:[/] {markdown}")
     console.print(f"[bold green]report:[/] {report}")
 

@@ -32,6 +32,21 @@ def _edit_cost(edits: list) -> dict:
     return out
 
 
+def means(rows: Any) -> dict[str, float]:
+    """{metric: mean over the rows ({metric: value} dicts) that have it}."""
+    rows = list(rows)
+    keys = sorted({k for r in rows for k in r})
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+def family_means(per_target: dict[str, dict[str, float]], families: dict[str, str]) -> dict[str, dict[str, float]]:
+    """{family: means over that family's targets} (families: {target: the evaluator's family})."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for t, m in per_target.items():
+        out.setdefault(families.get(t, ""), []).append(m)
+    return {f: means(rows) for f, rows in out.items()}
+
+
 def aggregate(plan: Plan, out: Path, images: dict, labels: dict, samples: list[dict], seconds: dict[str, float],
               scorer: Any, t_start: float) -> dict:
     """The results dict (what results.json holds)."""
@@ -39,7 +54,8 @@ def aggregate(plan: Plan, out: Path, images: dict, labels: dict, samples: list[d
     for s in samples:
         if "clip_score" in s:
             clip.setdefault((s["variant"], s["target"], s["set"]), []).append(s["clip_score"])
-    results: dict[str, Any] = {"variants": {}, "targets": plan.targets}
+    families = {t: plan.evaluator.target(t)[0] for t in plan.targets}
+    results: dict[str, Any] = {"variants": {}, "targets": plan.targets, "families": families}
     for pv in plan.variants:
         per_target: dict[str, dict[str, float]] = {}
         attacks: dict[str, dict] = {}
@@ -49,11 +65,11 @@ def aggregate(plan: Plan, out: Path, images: dict, labels: dict, samples: list[d
                 am, attacks[t] = attack_metrics(plan, out, pv.name, t)
                 m |= am
             per_target[t] = m
-        keys = sorted({k for pt in per_target.values() for k in pt})
         entry: dict[str, Any] = {
             "edits": pv.edit_info, "shield": pv.shield and pv.shield["spec"], "attack": pv.attack and pv.attack["spec"],
             "metrics": per_target,
-            "mean": {k: float(np.mean([pt[k] for pt in per_target.values() if k in pt])) for k in keys},
+            "mean": means(per_target.values()),
+            "by_family": family_means(per_target, families),
             "cost": {**pv.variant.cost, "generation_seconds": round(seconds.get(pv.name, 0.0), 2),
                      **_edit_cost(pv.edits)},
         }
@@ -132,4 +148,4 @@ def run_images(run_dir: str | Path, variant: str, target: str, set_name: str) ->
     return np.stack([batches[r["cache"]][r["index"]] for r in sorted(rows, key=lambda r: r["index"])])
 
 
-__all__ = ["aggregate", "provenance", "run_images", "write_results"]
+__all__ = ["aggregate", "family_means", "means", "provenance", "run_images", "write_results"]

@@ -55,6 +55,11 @@ def target_metrics(plan: Plan, variant: str, target: str, images: dict, labels: 
 
     if "direct" in sets:
         m["detection"] = detection("direct")
+        # every constrained label right; only where prompts constrain more than the target's family (else = detection)
+        if all(p.labels for p in sets["direct"]) and any(set(p.labels) - {family} for p in sets["direct"]):
+            acc = LabelAccuracy(None)
+            acc.update(labels[(variant, target, "direct")], [p.labels for p in sets["direct"]])
+            m["accuracy_direct"] = acc.compute()
     gen = [s for s in GENERALITY_SETS if s in sets]
     for s in gen:
         m[f"detection_{s}"] = detection(s)

@@ -189,6 +189,9 @@ def _result_metrics() -> dict[str, ResultMetric]:
     out += [ResultMetric(f"detection_{s}", "detection_rate", f"detection on {s} prompts") for s in GENERALITY_SETS]
     out += [ResultMetric("detection_generality", "detection_rate",
                         "mean detection over the generality sets present (held-out, keyword, indirect, independent)"),
+           ResultMetric("accuracy_direct", "label_accuracy",
+                        "every label a direct prompt constrains is what the evaluator sees (fidelity of the model; "
+                        "no better direction: an erasure lowers it)", direction=None),
            ResultMetric("accuracy_neighbours", "label_accuracy",
                         "the evaluator's family label equals the prompt's on the nearest same-family concepts"),
            ResultMetric("accuracy_unrelated", "label_accuracy",

@@ -42,12 +42,15 @@ def measured_metrics(results: dict | Sequence[dict]) -> list[str]:
 
 
 def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), per_target: bool = False,
-                  digits: int = 3, runs: Sequence[str] | None = None) -> str:
+                  digits: int = 3, runs: Sequence[str] | None = None, per_family: bool = False) -> str:
     """A markdown table of one results.json (an `evaluate` run or a benchmark) or several: one row per variant (per
     variant and target with `per_target`), the given metric/cost names as columns (default: every measured metric,
     in the vocabulary's order), headers with ↓/↑ from the results' own `metrics_info`. Several results get a first
     "run" column labelled by `runs` (default: each result's suite name). Numbers are printed as stored, nothing is
-    recomputed; a metric a row lacks is left empty."""
+    recomputed; a metric a row lacks is left empty. `per_family`: one row per variant and family (the results'
+    `by_family` means over each family's targets)."""
+    if per_target and per_family:
+        raise ErasekitError("results_table: choose per_target or per_family, not both")
     many = not isinstance(results, dict)
     all_runs = list(results) if many else [results]
     if not all_runs:
@@ -71,15 +74,24 @@ def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), p
         return "" if v is None else str(v)
 
     def value(entry: dict, m: str, target: str | None) -> object:
-        src = entry["metrics"].get(target, {}) if target is not None else entry["mean"]
+        if per_family:
+            src = entry.get("by_family", {}).get(target, {})
+        else:
+            src = entry["metrics"].get(target, {}) if target is not None else entry["mean"]
         return src.get(m, entry["cost"].get(m))
 
-    header = (["run"] if many else []) + ["variant"] + (["target"] if per_target else []) + [head(m) for m in metrics]
+    split = per_target or per_family
+    header = (["run"] if many else []) + ["variant"] + (["family" if per_family else "target"] if split else []) + \
+        [head(m) for m in metrics]
     rows = []
     for label, r in zip(labels, all_runs):
-        for t in (r["targets"] if per_target else [None]):
+        if per_family:
+            groups = list(dict.fromkeys((r.get("families") or {}).get(t, "") for t in r["targets"]))
+        else:
+            groups = r["targets"] if per_target else [None]
+        for t in groups:
             for n, entry in r["variants"].items():
-                rows.append(([label] if many else []) + [n] + ([t] if per_target else [])
+                rows.append(([label] if many else []) + [n] + ([t] if split else [])
                             + [cell(value(entry, m, t)) for m in metrics])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

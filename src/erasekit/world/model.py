@@ -60,7 +60,7 @@ def train_scheduler() -> DDPMScheduler:
 
 
 # The toy model's sampling defaults, written into every trained pipeline's erasekit.json (the core reads them there):
-# 25 DDIM steps; guidance 5.0 chosen by `python bench/fidelity.py --guidance 5,7.5` (direct prompts).
+# 25 DDIM steps; guidance 5.0 chosen by a sweep on direct prompts (5 vs 7.5: BENCHMARKS.md, "What made objects work").
 SAMPLE_STEPS = 25
 SAMPLE_GUIDANCE = 5.0
 
