@@ -88,3 +88,50 @@ def test_base_only_spec_gives_rows_per_family(tiny_pipe, tmp_path):
     table = results_table(res, ["detection", "accuracy_direct"], per_family=True)
     assert "| variant | family | detection ↓ | accuracy_direct |" in table
     assert table.count("\n| base | ") == 2
+
+
+GRID_SPEC = """
+name: g
+concepts: [Zorbo]
+grid:
+  protections:
+    - {name: base}
+    - {name: neg, shield: negative_prompt}
+  attacks:
+    - {name: copycat, attack: "copycat:steps=1"}
+    - {name: arith, attack: "arithmetic:steps=1"}
+"""
+
+
+def test_grid_spec_expands_and_writes_the_matrix(tiny_pipe, tmp_path):
+    """Issue 19's grid: protections x attacks from one spec, through the harness; the matrix and the report's heat
+    map come from results.json."""
+    from erasekit.report.eval_report import write_report
+    from erasekit.report.markdown import grid_matrix, grid_table
+
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID_SPEC)
+    spec = load_bench_spec(str(path))
+    assert [v.name for v in spec.variants] == ["base+copycat", "base+arith", "neg", "neg+copycat", "neg+arith"]
+    assert spec.variants[3].shield == "negative_prompt" and spec.variants[3].attack == "copycat:steps=1"
+    res = run_bench(spec, tmp_path / "run", pipe=tiny_pipe, suite=tiny_suite())
+    header, labels, values = grid_matrix(res)
+    assert labels == ["base", "neg"] and len(header) == 4
+    assert values[1][1] == res["variants"]["neg+copycat"]["mean"]["attack_success"]
+    assert values[0][0] == res["variants"]["base"]["mean"]["detection"]
+    assert "| neg |" in grid_table(res)
+    assert 'id="grid-table"' in write_report(tmp_path / "run").read_text()
+
+
+@pytest.mark.parametrize("grid, needle", [
+    ("grid: {protections: [{name: base}]}\n", "grid.attacks"),
+    ("grid: {protections: [{name: x}], attacks: [{name: a, attack: copycat}]}\n", "no method or shield"),
+    ("grid: {protections: [{name: base, method: uce}], attacks: [{name: a, attack: copycat}]}\n", "'base'"),
+    ("grid: {protections: [{name: base}], attacks: [{name: a}]}\n", "attack spec"),
+    ("grid: {protections: [{name: base}], atacks: []}\n", "attacks"),
+])
+def test_bad_grids_get_clear_errors(tmp_path, grid, needle):
+    p = tmp_path / "b.yaml"
+    p.write_text("name: x\n" + grid)
+    with pytest.raises((InvalidValueError, UnknownNameError), match=needle):
+        load_bench_spec(str(p))

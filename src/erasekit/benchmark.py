@@ -29,6 +29,13 @@ Spec keys (see the shipped specs):
     table: [detection, detection_generality, accuracy_neighbours, image_drift, edit_seconds]
     rows: target              # markdown rows: variant x target (default), variant x family, or variant
     base_only: false          # true: no variants, the base model alone (fidelity tables); variants must be absent
+    grid:                     # protections x attacks (instead of, or besides, `variants`): every protection is
+      protections:            # measured unattacked and under every attack; `erasekit bench` writes the matrix
+        - {name: uce, method: uce}                 # (attack_success per cell, detection unattacked) and the
+        - {name: sld, shield: "sld:strong"}        # report draws it as a heat map. "base" = no protection.
+        - {name: uce+sld, method: uce, shield: "sld:strong"}
+      attacks:
+        - {name: copycat, attack: "copycat:steps=4"}
 """
 
 from __future__ import annotations
@@ -50,7 +57,9 @@ from .errors import InvalidValueError, UnknownNameError, first_line
 from .io import atomic_write_text, slug
 
 VARIANT_KEYS = ("name", "method", "options", "templates", "shield", "attack", "early_stop", "request")
-SPEC_KEYS = ("name", "description", "suite", "limit", "steps", "concepts", "variants", "table", "rows", "base_only")
+SPEC_KEYS = ("name", "description", "suite", "limit", "steps", "concepts", "variants", "table", "rows", "base_only",
+             "grid")
+GRID_KEYS = ("protections", "attacks")
 ROWS = ("target", "family", "variant")
 
 
@@ -93,6 +102,7 @@ class BenchSpec:
     description: str = ""
     rows: str = "target"
     base_only: bool = False
+    grid: dict = field(default_factory=dict)  # {"protections": [names], "attacks": [names]} of the expanded grid
 
     def __post_init__(self) -> None:
         if self.base_only and self.variants:
@@ -145,6 +155,10 @@ def load_bench_spec(name_or_path: str) -> BenchSpec:
                 raise UnknownNameError(f"key of {where} variants[{i}]", k, VARIANT_KEYS)
         variants.append(VariantSpec(**{k: (dict(val) if k in ("options", "request") else val)
                                        for k, val in v.items() if val is not None}))
+    grid: dict = {}
+    if raw.get("grid") is not None:
+        grid_variants, grid = expand_grid(raw["grid"], where)
+        variants += grid_variants
     concepts = raw.get("concepts") or ()
     if isinstance(concepts, str) or not all(isinstance(c, str) and c.strip() for c in concepts):
         raise InvalidValueError(f"{where}: concepts must be a list of names, got {concepts!r}")
@@ -152,7 +166,50 @@ def load_bench_spec(name_or_path: str) -> BenchSpec:
                      suite=str(raw.get("suite") or "default"), limit=raw.get("limit"), steps=raw.get("steps"),
                      concepts=tuple(concepts),
                      table=tuple(raw.get("table") or ()), description=str(raw.get("description") or "").strip(),
-                     rows=str(raw.get("rows") or "target"), base_only=bool(raw.get("base_only") or False))
+                     rows=str(raw.get("rows") or "target"), base_only=bool(raw.get("base_only") or False),
+                     grid=grid)
+
+
+def expand_grid(raw: Any, where: str) -> tuple[list[VariantSpec], dict]:
+    """Variants of a `grid:` block: each protection unattacked (named as the protection; "base" is the base model,
+    measured anyway) and under each attack ("<protection>+<attack>"); returns them and the grid's axes."""
+    if not isinstance(raw, dict):
+        raise InvalidValueError(f"{where}: grid must be a mapping with protections and attacks, got {raw!r}")
+    for k in raw:
+        if k not in GRID_KEYS:
+            raise UnknownNameError(f"key of {where} grid", k, GRID_KEYS)
+    axes: dict[str, list[dict]] = {}
+    for axis in GRID_KEYS:
+        items = raw.get(axis)
+        if not isinstance(items, list) or not items:
+            raise InvalidValueError(f"{where}: grid.{axis} must be a non-empty list of mappings with a name")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
+                raise InvalidValueError(f"{where}: grid.{axis}[{i}] must be a mapping with a name, got {item!r}")
+            allowed = ("name", "attack") if axis == "attacks" else tuple(k for k in VARIANT_KEYS if k != "attack")
+            for k in item:
+                if k not in allowed:
+                    raise UnknownNameError(f"key of {where} grid.{axis}[{i}]", k, allowed)
+            if axis == "attacks" and not item.get("attack"):
+                raise InvalidValueError(f"{where}: grid.attacks[{i}] ({item['name']!r}) needs an attack spec")
+        names = [it["name"] for it in items]
+        if len(set(names)) != len(names):
+            raise InvalidValueError(f"{where}: grid.{axis} repeats a name: {names}")
+        axes[axis] = items
+    variants = []
+    for prot in axes["protections"]:
+        fields = {k: (dict(v) if k in ("options", "request") else v) for k, v in prot.items()
+                  if k != "name" and v is not None}
+        if prot["name"] != "base":
+            if not (fields.get("method") or fields.get("shield")):
+                raise InvalidValueError(f"{where}: grid protection {prot['name']!r} has no method or shield (only "
+                                        "'base' may be unprotected)")
+            variants.append(VariantSpec(name=prot["name"], **fields))
+        elif fields.get("method") or fields.get("shield"):
+            raise InvalidValueError(f"{where}: the grid protection named 'base' must have no method or shield")
+        for att in axes["attacks"]:
+            variants.append(VariantSpec(name=f"{prot['name']}+{att['name']}", attack=att["attack"], **fields))
+    return variants, {axis: [it["name"] for it in items] for axis, items in axes.items()}
 
 
 def _edit_for(pipe: Any, base_sha256: str, world: Any, evaluator: Any, concept: str, v: VariantSpec,
@@ -268,4 +325,5 @@ def merge_results(parts: dict[str, dict]) -> dict:
     return merged
 
 
-__all__ = ["BenchSpec", "VariantSpec", "load_bench_spec", "merge_results", "run_bench", "shipped_specs"]
+__all__ = ["BenchSpec", "VariantSpec", "expand_grid", "load_bench_spec", "merge_results", "run_bench",
+           "shipped_specs"]

@@ -175,8 +175,12 @@ def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip,
     if markdown:
         from ..io import atomic_write_text
 
-        atomic_write_text(markdown, results_table(res, bs.table, per_target=bs.rows == "target",
-                                                  per_family=bs.rows == "family") + "\n")
+        text = results_table(res, bs.table, per_target=bs.rows == "target", per_family=bs.rows == "family")
+        if bs.grid:
+            from ..report.markdown import grid_table
+
+            text = grid_table(res) + "\n\n" + text
+        atomic_write_text(markdown, text + "\n")
         console.print(f"[bold green]markdown:[/] {markdown}")
     console.print(f"[bold green]report:[/] {report}")
 

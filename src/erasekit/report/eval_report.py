@@ -210,6 +210,15 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, title: str 
         sub = run_dir / slug(t)
         run_dirs[t] = sub if (sub / "cache").is_dir() and not (run_dir / "cache").is_dir() else run_dir
     rep = HtmlReport(title)
+    if (results.get("bench") or {}).get("spec", {}).get("grid"):
+        from .markdown import grid_matrix
+
+        header, labels, values = grid_matrix(results)
+        rep.heading("Protections x attacks", id="grid")
+        rep.paragraph("Detection of the concept without attack, then the attack success rate (a prompt broken before "
+                      "or after the attack) under each attack; means over the concepts. Lower is better; redder is "
+                      "worse.")
+        rep.heatmap(header, labels, values, id="grid-table")
     add_eval_sections(rep, results, samples, run_dirs, grid_images)
     return rep.write(Path(out) if out is not None else run_dir / "report.html")
 

@@ -60,6 +60,27 @@ class HtmlReport:
         self.parts.append("".join(out))
         return self
 
+    def heatmap(self, header: Sequence[str], labels: Sequence[str], values: Sequence[Sequence[float | None]],
+                id: str | None = None, higher_is_worse: bool = True) -> "HtmlReport":
+        """A matrix table whose cells (values in [0, 1]; None = not measured) are shaded white -> red as they get
+        worse (`higher_is_worse`) — the protections x attacks grid."""
+        attr = f' id="{html.escape(id)}"' if id else ""
+        out = [f"<table{attr}><thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+               + "</tr></thead><tbody>"]
+        for label, row in zip(labels, values, strict=True):
+            cells = [f"<th>{html.escape(str(label))}</th>"]
+            for v in row:
+                if v is None:
+                    cells.append("<td></td>")
+                    continue
+                bad = min(max(float(v) if higher_is_worse else 1.0 - float(v), 0.0), 1.0)
+                g = int(round(255 - 150 * bad))
+                cells.append(f'<td style="background:rgb(255,{g},{g})">{float(v):.2f}</td>')
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody></table>")
+        self.parts.append("".join(out))
+        return self
+
     def image_grid(self, images: np.ndarray, captions: Sequence[str], id: str | None = None,
                    caption_classes: Sequence[str] | None = None, notes: Sequence[str] | None = None) -> "HtmlReport":
         """One cell per image with its caption (escaped) and an optional coloured note line."""

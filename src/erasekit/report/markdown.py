@@ -96,3 +96,28 @@ def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), p
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def grid_matrix(results: dict, metric: str = "attack_success") -> tuple[list[str], list[str], list[list[float | None]]]:
+    """(header, protection labels, values) of a benchmark with a protections x attacks grid (results.json's
+    bench.spec.grid): column "detection" = the protection unattacked, then `metric` under each attack (means over
+    concepts, as stored)."""
+    grid = (results.get("bench") or {}).get("spec", {}).get("grid") or {}
+    if not grid:
+        raise ErasekitError("these results have no protections x attacks grid (bench spec key `grid`)")
+    variants = results["variants"]
+
+    def mean(name: str, m: str) -> float | None:
+        v = variants.get(name)
+        return None if v is None else v["mean"].get(m)
+
+    header = ["protection", "detection (no attack)"] + [f"{a}: {metric}" for a in grid["attacks"]]
+    values = [[mean(p, "detection")] + [mean(f"{p}+{a}", metric) for a in grid["attacks"]] for p in grid["protections"]]
+    return header, list(grid["protections"]), values
+
+
+def grid_table(results: dict, metric: str = "attack_success", digits: int = 2) -> str:
+    """The protections x attacks matrix of a grid benchmark as markdown (↓: lower is better for a protection)."""
+    header, labels, values = grid_matrix(results, metric)
+    rows = [[label] + ["" if v is None else f"{v:.{digits}f}" for v in row] for label, row in zip(labels, values)]
+    return md_table([h + (" ↓" if i else "") for i, h in enumerate(header)], rows)
