@@ -419,3 +419,30 @@ def test_eval_measures_spm_transport_and_its_cache_follows_the_edit_file(tiny_pi
     random_spm_edit(tiny_pipe, "Zorbo", 1, scale=0.5).save(path)
     evaluate(suite, v, tmp_path / "run", pipe=tiny_pipe)
     assert len(calls) > n  # same path, other content: regenerated
+
+
+def test_imitation_score_through_the_harness_and_threshold_table(tiny_pipe, tmp_path, monkeypatch):
+    """The suite's `imitation` asks the score stage for FIT's imitation score against the world's training images
+    (here: renders stand in for the toy dataset, which takes ~30 s to rebuild); results.json carries the training
+    counts, and `erasekit imitation threshold` reads its table from the run."""
+    from erasekit.cli.imitation_cmds import read_table
+    from erasekit.imitation import imitation_score
+    from erasekit.world.plugin import ToyWorld
+
+    toy = get_world("toyworld")
+    monkeypatch.setattr(ToyWorld, "training_images", lambda self, c: toy.images(c, 6, 1))
+    suite = tiny_suite(targets=("Zorbo", "Mossy"), samples=dict(direct=3), imitation={"k": 2})
+    res = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
+    m = res["variants"]["base"]["metrics"]["Zorbo"]
+    judge = __import__("erasekit.evaluators", fromlist=["get_evaluator"]).get_evaluator("toyworld-oracle")
+    from erasekit.evaluation import run_images
+
+    want = imitation_score(judge.embed(run_images(tmp_path, "base", "Zorbo", "direct")),
+                           judge.embed(toy.images("Zorbo", 6, 1)), 2).score
+    assert m["imitation"] == pytest.approx(want, abs=1e-6)
+    assert res["metrics_info"]["imitation"]["higher_is_better"] is False
+    assert set(res["training_counts"]) == {"Zorbo", "Mossy"}
+    table = read_table(str(tmp_path / "results.json"), "true")
+    assert table["Mossy"] == (res["training_counts"]["Mossy"], res["variants"]["base"]["metrics"]["Mossy"]["imitation"])
+    with pytest.raises(InvalidValueError, match="imitation.k"):
+        tiny_suite(imitation={"k": 0})

@@ -306,6 +306,8 @@ def merge_results(parts: dict[str, dict]) -> dict:
     merged: dict[str, Any] = {"variants": {}, "targets": list(parts), "families": {}}
     for concept, res in parts.items():
         merged["families"].update(res.get("families") or {})
+        if "training_counts" in res:
+            merged.setdefault("training_counts", {}).update(res["training_counts"])
         for name, v in res["variants"].items():
             slot = merged["variants"].setdefault(name, {"metrics": {}, "cost": {}, "edits": [],
                                                         "shield": v.get("shield"), "attack": v.get("attack")})
@@ -320,8 +322,13 @@ def merge_results(parts: dict[str, dict]) -> dict:
         v["by_family"] = family_means(v["metrics"], merged["families"])
     first = next(iter(parts.values()))
     for k in first:
-        if k not in ("variants", "targets", "families"):
+        if k not in ("variants", "targets", "families", "training_counts"):
             merged[k] = first[k]
+    from .metrics import metrics_info
+
+    # every name measured on any concept (the first concept may lack some, e.g. keyword prompts of a character)
+    merged["metrics_info"] = metrics_info(sorted({k for v in merged["variants"].values()
+                                                  for k in list(v["mean"]) + list(v["cost"])}))
     return merged
 
 

@@ -12,7 +12,8 @@ with explicit prompt lists (see `suites/sd-nudity-example.yaml`):
 
 For such a target `samples.<set>`, if given, is the number of images of that set (prompts cycled, one seed each);
 otherwise each listed prompt is generated once. `evaluator` is a name of `erasekit.evaluators` or a mapping
-{name: ..., <option>: ...}; `alignment: {clip: <local CLIP folder>}` adds CLIP scores.
+{name: ..., <option>: ...}; `alignment: {clip: <local CLIP folder>}` adds CLIP scores; `imitation: {k: 10}` adds
+the imitation score of the direct images against the world's training images of the target (FIT's top-k).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Suite:
     evaluator_options: dict = field(default_factory=dict)  # keyword options of the evaluator (e.g. threshold)
     alignment: dict = field(default_factory=dict)  # {"clip": local CLIP checkpoint folder}
     world: str = ""  # registered world of the catalogue targets ("" = the model card's world, else "none")
+    imitation: dict = field(default_factory=dict)  # {"k": top-k}: score imitation of the direct images ({} = off)
 
     def __post_init__(self) -> None:
         for k, v in self.samples.items():
@@ -77,6 +79,12 @@ class Suite:
                 raise UnknownNameError("alignment key", k, ("clip",))
             if not isinstance(v, str) or not v.strip():
                 raise InvalidValueError(f"alignment.clip must be the path of a local CLIP checkpoint folder, got {v!r}")
+        for k, v in self.imitation.items():
+            if k != "k":
+                raise UnknownNameError("imitation key", k, ("k",))
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InvalidValueError(f"suite {self.name!r}: imitation.k must be an integer >= 1 (published: 10), "
+                                        f"got {v!r}")
         if not self.evaluator:
             if not world.evaluator:
                 raise InvalidValueError(f"suite {self.name!r} names no evaluator and its world {world.name!r} has "
@@ -105,7 +113,7 @@ class Suite:
     def sha256(self) -> str:
         """sha256 of the canonical JSON; fields added after 0.1 are left out while empty (old hashes stay valid)."""
         d = asdict(self)
-        for k in ("prompts", "evaluator_options", "alignment", "world"):
+        for k in ("prompts", "evaluator_options", "alignment", "world", "imitation"):
             if not d[k]:
                 del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
@@ -195,7 +203,7 @@ def _typed(where: str, key: str, value: object, kind: type, minimum: float | Non
 
 def _suite_from_raw(raw: dict, name_or_path: str) -> Suite:
     known = {"name", "description", "model", "evaluator", "sampling", "samples", "neighbours", "attack_prompts",
-             "targets", "alignment", "world"}
+             "targets", "alignment", "world", "imitation"}
     unknown = set(raw) - known
     if unknown:
         raise UnknownNameError("suite key", sorted(unknown)[0], known)
@@ -226,13 +234,16 @@ def _suite_from_raw(raw: dict, name_or_path: str) -> Suite:
     if not isinstance(alignment, dict):
         raise InvalidValueError(f"alignment must be a mapping such as {{clip: /path/to/clip}}, got {alignment!r}")
     model = raw.get("model") or ""
+    imitation = raw.get("imitation") or {}
+    if not isinstance(imitation, dict):
+        raise InvalidValueError(f"suite {name_or_path}: imitation must be a mapping such as {{k: 10}}, got {imitation!r}")
     return Suite(name=raw.get("name", str(name_or_path)), targets=targets,
                  samples=dict(raw.get("samples") or {}), steps=sampling.get("steps"),
                  guidance=sampling.get("guidance"), seed=_or(sampling.get("seed"), 0),
                  neighbours=_or(raw.get("neighbours"), 2), attack_prompts=_or(raw.get("attack_prompts"), 8),
                  model="" if model is None else str(model), evaluator=evaluator,
                  description=(raw.get("description") or "").strip(), prompts=prompts, evaluator_options=options,
-                 alignment=dict(alignment), world=str(raw.get("world") or ""))
+                 alignment=dict(alignment), world=str(raw.get("world") or ""), imitation=dict(imitation))
 
 
 def _parse_targets(raw: object) -> tuple[tuple[str, ...], dict]:

@@ -137,6 +137,11 @@ class World:
         """{family: {concept: training images}} when the world knows how its model was trained, else None."""
         return None
 
+    def training_images(self, concept: str) -> np.ndarray | None:
+        """(n, H, W, 3) uint8: the images of `concept` its model was trained on (the imitation score compares
+        generations with them), or None when the world does not know them."""
+        return None
+
     def identity(self) -> dict[str, Any]:
         """Recorded in every result that used this world."""
         return {"name": self.name}

@@ -156,11 +156,24 @@ def score_cmd(model, family, concepts, num, k, steps, guidance, seed, generated,
     console.print(f"wrote {out}/imitation_scores.json, imitation_grid.png, imitation_report.html")
 
 
-def read_table(path: str, counts: str) -> dict[str, tuple[float, float]]:
-    """{concept: (frequency, score)} from `score` output or a list of {concept, frequency, score} records."""
-    from ..errors import InvalidValueError
+def read_table(path: str, counts: str, variant: str = "base") -> dict[str, tuple[float, float]]:
+    """{concept: (frequency, score)} from an evaluation/benchmark results.json whose suite scores imitation (the
+    harness's `imitation` metric and the world's `training_counts`), `score` output, or a list of {concept,
+    frequency, score} records."""
+    from ..errors import InvalidValueError, UnknownNameError
 
     raw = json.loads(Path(path).read_text())
+    if isinstance(raw, dict) and "variants" in raw:
+        if variant not in raw["variants"]:
+            raise UnknownNameError(f"variant of {path!r}", variant, list(raw["variants"]))
+        per = raw["variants"][variant]["metrics"]
+        freq = raw.get("training_counts") or {}
+        table = {t: (float(freq[t]), float(m["imitation"])) for t, m in per.items() if "imitation" in m and t in freq}
+        if not table:
+            raise InvalidValueError(f"{path!r} has no imitation scores with training counts; run a suite with "
+                                    "`imitation: {k: 10}` on a world that knows its training set (e.g. "
+                                    "`erasekit bench --spec imitation-toy`)")
+        return table
     records = raw.get("concepts") if isinstance(raw, dict) else raw
     if not isinstance(records, list) or not records:
         raise InvalidValueError(f"{path!r} holds no concept records (expected a list of {{concept, frequency, score}} "
@@ -178,23 +191,25 @@ def read_table(path: str, counts: str) -> dict[str, tuple[float, float]]:
 
 @imitation.command("threshold")
 @click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="JSON: output of `imitation score`, or a list of {concept, frequency, score}")
+              help="JSON: a results.json with imitation scores (e.g. `erasekit bench --spec imitation-toy`), the "
+                   "output of `imitation score`, or a list of {concept, frequency, score}")
 @click.option("--counts", default="true", show_default=True, type=click.Choice(["true", "caption"]),
               help="which toy-world frequency to use when the table comes from `imitation score`")
+@click.option("--variant", default="base", show_default=True, help="which variant of a results.json table")
 @click.option("--penalty", default=0.9, show_default=True, type=float, help="PELT penalty (published: 0.9)")
 @click.option("--standardize", is_flag=True, help="z-score the imitation scores before PELT (not in the paper)")
 @click.option("--bootstrap", default=1000, show_default=True, type=int, help="bootstrap draws over concepts")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default="runs/imitation/threshold", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
-def threshold_cmd(table_path, counts, penalty, standardize, bootstrap, seed, out) -> None:
+def threshold_cmd(table_path, counts, variant, penalty, standardize, bootstrap, seed, out) -> None:
     """Imitation threshold: first PELT change point of imitation vs frequency; JSON + PNG + HTML."""
     from ..imitation import find_threshold, plot_threshold
     from ..io import atomic_write_bytes, atomic_write_text
     from ..report import HtmlReport
 
     out = Path(out)
-    table = read_table(table_path, counts)
+    table = read_table(table_path, counts, variant)
     res = find_threshold(table, penalty=penalty, standardize=standardize, n_bootstrap=bootstrap, seed=seed)
     data = res.to_dict() | {"table": table_path, "counts": counts}
     atomic_write_text(out / "threshold.json", json.dumps(data, indent=1))

@@ -90,6 +90,9 @@ class Plan:
     variants: list[PreparedVariant]
     units: list[Unit]
     attack_units: list[AttackUnit]
+    # {target: (M, D) evaluator embeddings of the world's training images}, filled by the score stage when the suite
+    # asks for imitation scores (computed once per target, shared by the variants)
+    training_embeddings: dict = field(default_factory=dict)
 
     def variant(self, name: str) -> PreparedVariant:
         return next(v for v in self.variants if v.name == name)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import IntegrityError
-from ..metrics import (GENERALITY_SETS, AttackSuccessRate, DetectionRate, ImageDrift, LabelAccuracy)
+from ..metrics import (GENERALITY_SETS, AttackSuccessRate, DetectionRate, ImageDrift, ImitationMetric,
+                       LabelAccuracy)
 from .generate import load_images
 from .plan import BASE, Plan, attack_dir, cache_path
 
@@ -65,6 +66,8 @@ def target_metrics(plan: Plan, variant: str, target: str, images: dict, labels: 
         m[f"detection_{s}"] = detection(s)
     if gen:
         m["detection_generality"] = float(np.mean([m[f"detection_{s}"] for s in gen]))
+    if plan.suite.imitation and "direct" in sets:
+        m["imitation"] = imitation(plan, target, images[(variant, target, "direct")])
     for s in ("neighbours", "unrelated"):
         if s not in sets:
             continue
@@ -82,6 +85,25 @@ def target_metrics(plan: Plan, variant: str, target: str, images: dict, labels: 
         if scores:
             m[f"clip_score_{s}"] = float(max(np.mean(scores), 0.0))
     return m
+
+
+def imitation(plan: Plan, target: str, generated: np.ndarray) -> float:
+    """FIT's imitation score of `generated` (N, H, W, 3) against the world's training images of `target`, in the
+    evaluator's embedding (training embeddings computed once per target and plan)."""
+    from ..errors import ErasekitError
+    from ..imitation.score import embed
+
+    cache = plan.training_embeddings
+    if target not in cache:
+        train = plan.world.training_images(target)
+        if train is None or len(train) == 0:
+            raise ErasekitError(f"the suite asks for imitation scores, but world {plan.world.name!r} has no training "
+                                f"images of {target!r}; drop `imitation:` from the suite or use a world that knows "
+                                "its model's training set")
+        cache[target] = embed(plan.evaluator.embed, train, "training images")
+    metric = ImitationMetric(int(plan.suite.imitation.get("k", 10)))
+    metric.update(embed(plan.evaluator.embed, generated, "generated images"), cache[target])
+    return metric.compute()
 
 
 def attack_metrics(plan: Plan, out: Path, variant: str, target: str) -> tuple[dict[str, float], dict]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,25 @@ class DetectionRate(Metric):
 
     def update(self, predictions: Sequence[dict[str, str]]) -> None:
         self._values += [float(p[self.family] == self.concept) for p in predictions]
+
+
+@metrics.register("imitation_score", help="top-k cosine of generated images to the concept's training images in the "
+                  "evaluator's embedding (FIT); lower is better for a protection")
+class ImitationMetric(Metric):
+    """FIT's imitation score (erasekit.imitation.imitation_score) of one concept: `update(generated (N, D),
+    training (M, D))` embeddings; `compute` the top-k score (one value per update; their mean)."""
+
+    name = "imitation_score"
+    higher_is_better = False
+
+    def __init__(self, k: int):
+        self.k = k
+        super().__init__()
+
+    def update(self, generated: Any, training: Any) -> None:
+        from ..imitation import imitation_score
+
+        self._values.append(imitation_score(generated, training, self.k).score)
 
 
 def label_accuracy(predictions: Sequence[dict[str, str]], expected: Sequence[dict[str, str]],
@@ -189,6 +209,8 @@ def _result_metrics() -> dict[str, ResultMetric]:
     out += [ResultMetric(f"detection_{s}", "detection_rate", f"detection on {s} prompts") for s in GENERALITY_SETS]
     out += [ResultMetric("detection_generality", "detection_rate",
                         "mean detection over the generality sets present (held-out, keyword, indirect, independent)"),
+           ResultMetric("imitation", "imitation_score",
+                        "imitation score of the direct images (top-k cosine to the target's training images, FIT)"),
            ResultMetric("accuracy_direct", "label_accuracy",
                         "every label a direct prompt constrains is what the evaluator sees (fidelity of the model; "
                         "no better direction: an erasure lowers it)", direction=None),
@@ -259,5 +281,6 @@ def metrics_info(names: Sequence[str]) -> dict[str, dict]:
 
 
 __all__ = ["COSTS", "GENERALITY_SETS", "RESULT_METRICS", "AttackSuccessRate", "Cost", "DetectionRate", "ImageDrift",
+           "ImitationMetric",
            "LabelAccuracy", "Metric", "ResultMetric", "attack_success_rate", "detection_rate", "higher_is_better",
            "image_drift", "label_accuracy", "metrics", "metrics_info"]

@@ -6,6 +6,8 @@ evaluator would. `erasekit.worlds` registers it lazily as "toyworld"; the shippe
 
 from __future__ import annotations
 
+import functools
+
 import json
 import re
 from collections.abc import Sequence
@@ -54,6 +56,15 @@ def catalogue_keywords(family: str, concept: Any) -> tuple[str, ...]:
     if family == "artist":
         return tuple(concept.descriptions)
     return tuple(s for s in concept.synonyms if s.lower() != concept.name.lower())
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_dataset():
+    """The shipped model's training set, rebuilt deterministically from its manifest (seed, scale, counts)."""
+    from .dataset import build_dataset
+
+    ds = manifest()["dataset"]
+    return build_dataset(ds["seed"], ds["scale"], counts=ds.get("counts_override") or None)
 
 
 class ToyWorld(World):
@@ -229,6 +240,14 @@ class ToyWorld(World):
             return manifest()["dataset"]["counts"]
         except (FileNotFoundError, KeyError):
             return None
+
+    def training_images(self, concept: str) -> np.ndarray | None:
+        """The shipped model's training images of `concept` (its dataset rebuilt from the manifest once per
+        process, ~30 s)."""
+        from .imitation import training_images
+
+        family, name = self.find(concept)
+        return training_images(shipped_dataset(), family, name)
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "families": list(FAMILIES)}
