@@ -193,3 +193,22 @@ def test_strict_json_refuses_nan(tmp_path):
     write_results(tmp_path, {"variants": {"a": {"mean": {"detection": 0.5}}}}, [{"x": 1}])
     assert json.loads((tmp_path / "results.json").read_text())["variants"]["a"]["mean"]["detection"] == 0.5
     assert np.isfinite(0.5)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--scale", "-1"], "--scale must be a finite number > 0"),
+    (["--scale", "nan"], "got nan"),
+    (["--vae-steps", "-5"], "--vae-steps must be >= 0, got -5"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+])
+def test_world_train_refuses_bad_numbers_before_any_work(tmp_path, args, needle):
+    res = CliRunner().invoke(main, ["world", "train", "--out", str(tmp_path / "t"), *args])
+    assert res.exit_code == 2 and needle in res.output, res.output
+    assert not (tmp_path / "t").exists()  # nothing was written
+
+
+def test_world_train_refuses_a_foreign_non_empty_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(main, ["world", "train", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "not a previous training run" in res.output and "'notes.txt'" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -6,6 +6,7 @@ import json
 import time
 
 import click
+from pathlib import Path
 
 from ._util import console, friendly_errors, progress_bar
 
@@ -63,6 +64,42 @@ def dataset_cmd(seed, scale, out) -> None:
     console.print(f"{len(data)} images in {time.time() - t:.1f} s; sha256 {data.manifest['content_sha256'][:16]}...; wrote {out}")
 
 
+# what a training folder of `erasekit world train` holds (a rerun resumes from it)
+TRAIN_FOLDER_ENTRIES = ("checkpoints", "pipeline", "oracle.safetensors", "oracle.json", "manifest.json")
+
+
+def check_train_options(options: dict) -> None:
+    """Bad numbers fail before any work, naming the option: steps and seeds >= 0, a finite scale > 0."""
+    import math
+
+    from ..errors import InvalidValueError
+
+    for k, v in options.items():
+        flag = "--" + k.replace("_", "-")
+        if k == "scale":
+            if not math.isfinite(v) or v <= 0:
+                raise InvalidValueError(f"{flag} must be a finite number > 0 (dataset size multiplier), got {v}")
+        elif v < 0:
+            raise InvalidValueError(f"{flag} must be >= 0, got {v}")
+
+
+def check_train_folder(out: Path) -> None:
+    """`out` must be new, empty, or a previous training run (resumed); anything else is refused, so a typo never
+    mixes checkpoints into someone's folder."""
+    from ..errors import InvalidValueError
+    from ..io import check_writable_dir
+
+    if out.exists() and not out.is_dir():
+        raise InvalidValueError(f"--out {str(out)!r} is a file; give a training folder")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        foreign = [e for e in entries if e not in TRAIN_FOLDER_ENTRIES]
+        if foreign and not any(e in TRAIN_FOLDER_ENTRIES for e in entries):
+            raise InvalidValueError(f"--out {str(out)!r} is not empty and is not a previous training run (it holds "
+                                    f"{foreign[0]!r}); choose a new or empty folder, or the folder of the run to resume")
+    check_writable_dir(out)
+
+
 @world.command("train")
 @click.option("--out", default="runs/toyworld", show_default=True, type=click.Path(file_okay=False),
               help="training folder (checkpoints live here; rerun the same command to resume)")
@@ -86,6 +123,8 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps
     overrides = {k: v for k, v in dict(seed=seed, scale=scale, vae_steps=vae_steps, oracle_steps=oracle_steps,
                                        text_steps=text_steps, joint_steps=joint_steps, unet_steps=unet_steps, threads=threads).items()
                  if v is not None}
+    check_train_options(overrides)
+    check_train_folder(Path(out))
     cfg = dataclasses.replace(TrainConfig(), **overrides)
     with progress_bar("training", None) as adv:
         state = {"stage": None}
