@@ -47,7 +47,8 @@ def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), p
     variant and target with `per_target`), the given metric/cost names as columns (default: every measured metric,
     in the vocabulary's order), headers with ↓/↑ from the results' own `metrics_info`. Several results get a first
     "run" column labelled by `runs` (default: each result's suite name). Numbers are printed as stored, nothing is
-    recomputed; a metric a row lacks is left empty. `per_family`: one row per variant and family (the results'
+    recomputed; a metric a row lacks is left empty; the column "training_count" shows the run's recorded training
+    counts (per target). `per_family`: one row per variant and family (the results'
     `by_family` means over each family's targets)."""
     if per_target and per_family:
         raise ErasekitError("results_table: choose per_target or per_family, not both")
@@ -65,6 +66,8 @@ def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), p
         info.update(r.get("metrics_info") or {})
 
     def head(m: str) -> str:
+        if m == "training_count":
+            return m
         h = info.get(m, {}).get("higher_is_better")
         return m + ("" if h is None else " ↑" if h else " ↓")
 
@@ -73,7 +76,9 @@ def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), p
             return f"{v:.{digits}f}"
         return "" if v is None else str(v)
 
-    def value(entry: dict, m: str, target: str | None) -> object:
+    def value(entry: dict, m: str, target: str | None, r: dict) -> object:
+        if m == "training_count":  # a fact of the world, recorded by the run (the imitation threshold's x axis)
+            return (r.get("training_counts") or {}).get(target) if per_target else None
         if per_family:
             src = entry.get("by_family", {}).get(target, {})
         else:
@@ -92,7 +97,7 @@ def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), p
         for t in groups:
             for n, entry in r["variants"].items():
                 rows.append(([label] if many else []) + [n] + ([t] if split else [])
-                            + [cell(value(entry, m, t)) for m in metrics])
+                            + [cell(value(entry, m, t, r)) for m in metrics])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
