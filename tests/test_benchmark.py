@@ -135,3 +135,27 @@ def test_bad_grids_get_clear_errors(tmp_path, grid, needle):
     p.write_text("name: x\n" + grid)
     with pytest.raises((InvalidValueError, UnknownNameError), match=needle):
         load_bench_spec(str(p))
+
+
+def test_transport_variant_measures_the_same_spm_edit_through_the_shield(tiny_pipe, tmp_path, monkeypatch):
+    """`transport: true`: the SPM edit the applied variant uses (one file, trained once) is measured through the
+    spm_transport shield instead of being applied."""
+    from erasekit.testing import random_spm_edit
+
+    made = []
+
+    def fake_erase(pipe, method, erase, **kw):  # no training in a unit test: a random rank-1 SPM
+        made.append(method)
+        return random_spm_edit(pipe, erase[0], 0, scale=0.5)
+
+    monkeypatch.setattr("erasekit.erasers.erase", fake_erase)
+    spec = BenchSpec(name="t", concepts=("Zorbo",), variants=(
+        VariantSpec("spm", method="spm", early_stop=False),
+        VariantSpec("spm-transport", method="spm", early_stop=False, transport=True)))
+    res = run_bench(spec, tmp_path, pipe=tiny_pipe, suite=tiny_suite())
+    assert made == ["spm"]  # one edit for both variants
+    tv = res["variants"]["spm-transport"]
+    assert tv["shield"].startswith("spm_transport:edits=") and not tv["edits"]
+    assert res["variants"]["spm"]["edits"] and res["variants"]["spm"]["shield"] is None
+    with pytest.raises(InvalidValueError, match="transport: true needs method: spm"):
+        VariantSpec("x", method="uce", transport=True)

@@ -26,6 +26,7 @@ Spec keys (see the shipped specs):
         shield: "sld:strong"  # optional shield spec (protects the concept)
         attack: "copycat:steps=4"   # optional attack spec (robustness metrics)
         early_stop: true      # fine-tuning: stop when the evaluator no longer sees the concept
+        transport: false      # spm: measure the edit through facilitated transport (shield) instead of applied
     table: [detection, detection_generality, accuracy_neighbours, image_drift, edit_seconds]
     rows: target              # markdown rows: variant x target (default), variant x family, or variant
     base_only: false          # true: no variants, the base model alone (fidelity tables); variants must be absent
@@ -56,7 +57,7 @@ import yaml
 from .errors import InvalidValueError, UnknownNameError, first_line
 from .io import atomic_write_text, slug
 
-VARIANT_KEYS = ("name", "method", "options", "templates", "shield", "attack", "early_stop", "request")
+VARIANT_KEYS = ("name", "method", "options", "templates", "shield", "attack", "early_stop", "request", "transport")
 SPEC_KEYS = ("name", "description", "suite", "limit", "steps", "concepts", "variants", "table", "rows", "base_only",
              "grid")
 GRID_KEYS = ("protections", "attacks")
@@ -74,6 +75,7 @@ class VariantSpec:
     shield: str | None = None
     attack: str | None = None
     early_stop: bool = True
+    transport: bool = False  # SPM: use the edit through facilitated transport (shield spm_transport), not applied
     request: dict = field(default_factory=dict)  # overrides of the world's erase request (erase / guide / preserve)
 
     def __post_init__(self) -> None:
@@ -86,6 +88,9 @@ class VariantSpec:
         for k in self.request:
             if k not in ("erase", "guide", "preserve"):
                 raise UnknownNameError(f"request key of variant {self.name!r}", k, ("erase", "guide", "preserve"))
+        if self.transport and self.method != "spm":
+            raise InvalidValueError(f"variant {self.name!r}: transport: true needs method: spm (facilitated transport "
+                                    f"scales SPM adapters), got method {self.method!r}")
         if not (self.method or self.shield or self.attack):
             raise InvalidValueError(f"variant {self.name!r} has no method, shield or attack: it would be the base")
 
@@ -229,7 +234,10 @@ def _edit_for(pipe: Any, base_sha256: str, world: Any, evaluator: Any, concept: 
                                      "early_stop": v.early_stop, "base": base_sha256},
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = out / "edits" / f"{slug(v.name)}-{slug(concept)}-{key}.safetensors"
-    if path.exists():
+    # the same request under another variant name (e.g. applied and through transport) reuses one edit file
+    same = sorted((out / "edits").glob(f"*-{slug(concept)}-{key}.safetensors")) if (out / "edits").is_dir() else []
+    if path.exists() or same:
+        path = path if path.exists() else same[0]
         return str(path), float(Edit.load(path).manifest.get("edit_seconds", 0.0))
     hooks = None
     if method.trains and v.early_stop:
@@ -285,10 +293,14 @@ def run_bench(spec: BenchSpec, out: str | Path, pipe: Any = None, model: str | N
         for v in spec.variants:
             edits: tuple[str, ...] = ()
             cost: dict[str, float] = {}
+            shield = v.shield
             if v.method:
                 path, seconds = _edit_for(pipe, base_sha256, world, evaluator, concept, v, out, progress)
                 edits, cost = (path,), {"edit_seconds": round(seconds, 4)}
-            variants.append(Variant(v.name, edits=edits, shield=v.shield, attack=v.attack, cost=cost))
+                if v.transport:  # the same edit file, used per prompt by the transport shield instead of applied
+                    shield = f"spm_transport:edits={path}" + (f"+{v.shield}" if v.shield else "")
+                    edits = ()
+            variants.append(Variant(v.name, edits=edits, shield=shield, attack=v.attack, cost=cost))
         parts[concept] = evaluate(suite, variants, out / slug(concept), model=model, targets=[concept],
                                   progress=progress, pipe=pipe, evaluator=evaluator, clip=clip)
     merged = merge_results(parts)
