@@ -15,6 +15,9 @@ One file per paper, registered lazily here (so `erasekit ls` imports nothing hea
     p4d_n, p4d_k     Prompting4Debugging (Chin et al., ICML 2024)
     softprompt       AdvUnlearn's inner soft-prompt attack (Zhang et al., NeurIPS 2024)
     rece_embedding   RECE's closed-form adversarial embedding (Gong et al., ECCV 2024) against any cross-attention edit
+    concept_inversion  textual inversion on the erased model (Pham et al., "Circumventing Concept Erasure", ICLR 2024)
+    relearn          few-shot (or benign: resurgence) LoRA / cross-attention fine-tuning of the erased model
+    incontext        img2img from a reference image with a neutral prompt (UnUnlearning, Hu et al., 2024)
 
 Protocol (as the evaluation issue defines it): every attacked prompt is generated once on the target with seed
 `seed + i`; the success check (the toy oracle, NudeNet, any callable) decides whether the concept is present. A prompt
@@ -42,7 +45,7 @@ from ..errors import InvalidValueError, UnknownNameError
 from ..io import atomic_write_bytes, atomic_write_text
 from ..registry import Registry
 
-KINDS = ("prompt", "embedding", "composition")
+KINDS = ("prompt", "embedding", "composition", "replay")
 
 # (N, H, W, 3) uint8 images -> (N,) bool: is the concept present?
 SuccessCheck = Callable[[np.ndarray], np.ndarray]
@@ -113,6 +116,15 @@ class AttackLog:
 
 
 @dataclass
+class Replay:
+    """What a "replay" attack's images are made from, shared by its prompts: tensors (fine-tuned weights or low-rank
+    factors, a learned token, reference latents; saved to replay.safetensors) and JSON-able info (training log)."""
+
+    tensors: dict[str, torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class AttackResult:
     """Adversarial prompts and/or embeddings for K attacked prompts, with pre/post success and logs.
 
@@ -135,6 +147,7 @@ class AttackResult:
     compositions: list[list[tuple[float, str]]] | None = None
     seconds: float = 0.0
     checker: str = ""
+    replay: Replay | None = None  # "replay" attacks: what `generate` re-renders from (None: nothing was attacked)
 
     @property
     def broken(self) -> list[bool]:
@@ -169,6 +182,8 @@ class AttackResult:
             return ctx.render_embeddings(self.embeddings, seeds, self.adv_prompts)
         if self.kind == "composition" and self.compositions is not None:
             return ctx.render_compositions(self.compositions, seeds)
+        if self.kind == "replay" and self.replay is not None:
+            return get_attack(self.attack).render(ctx, self, seeds)
         return ctx.render_prompts(self.adv_prompts, seeds)
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +193,8 @@ class AttackResult:
                 "adv_prompts": self.adv_prompts, "seeds": self.seeds, "pre": self.pre, "post": self.post,
                 "compositions": self.compositions,
                 "embeddings_shape": None if self.embeddings is None else list(self.embeddings.shape),
+                "replay": None if self.replay is None else {
+                    "tensors": {k: list(v.shape) for k, v in self.replay.tensors.items()}, "info": self.replay.info},
                 "logs": [dataclasses.asdict(lg) for lg in self.logs]}
 
     def save(self, directory: str | Path) -> Path:
@@ -188,6 +205,9 @@ class AttackResult:
         if self.embeddings is not None:
             atomic_write_bytes(directory / "embeddings.safetensors",
                                save({"embeddings": self.embeddings.detach().cpu().contiguous()}))
+        if self.replay is not None:
+            atomic_write_bytes(directory / "replay.safetensors",
+                               save({k: v.detach().cpu().contiguous() for k, v in self.replay.tensors.items()}))
         return atomic_write_text(directory / "result.json", json.dumps(self.to_dict(), indent=1, default=str))
 
 
@@ -309,9 +329,15 @@ class AttackMethod(Configurable):
     paper: str = ""
     prepare: Callable[..., Any] | None = None  # optional prepare(ctx, prompts, config) -> state passed as `state=`
 
+    # "replay" attacks (weights, reference images): render(ctx, result, seeds) -> (K, H, W, 3) uint8 images of
+    # result.adv_prompts from result.replay; their `prepare` returns the `Replay`
+    render: Callable[..., np.ndarray] | None = None
+
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InvalidValueError(f"attack kind {self.kind!r} is not one of {KINDS}")
+        if self.kind == "replay" and (self.render is None or self.prepare is None):
+            raise InvalidValueError(f"attack {self.name!r} of kind 'replay' needs both prepare= and render=")
 
 
 attacks: Registry[AttackMethod] = Registry("attack")
@@ -331,6 +357,12 @@ attacks.add("softprompt", "erasekit.attacks.softprompt:METHOD",
             help="AdvUnlearn's inner attack: continuous word-embedding prefix")
 attacks.add("rece_embedding", "erasekit.attacks.rece_embedding:METHOD",
             help="RECE closed-form adversarial embedding against a cross-attention (K/V) edit")
+attacks.add("concept_inversion", "erasekit.attacks.concept_inversion:METHOD",
+            help="Concept inversion: a token learned by textual inversion on the erased model from a few images")
+attacks.add("relearn", "erasekit.attacks.relearn:METHOD",
+            help="relearning: fine-tune the erased model on a few concept images (or unrelated ones: variant=benign)")
+attacks.add("incontext", "erasekit.attacks.incontext:METHOD",
+            help="in-context re-introduction: img2img from a reference image of the concept, neutral prompt")
 
 
 def get_attack(name: str) -> AttackMethod:
@@ -457,7 +489,8 @@ def run_attack(name: str, target_pipe: StableDiffusionPipeline, concept: str,
                           post=[False] * len(prompts), logs=logs,
                           config={**dataclasses.asdict(cfg), "guidance_used": guidance, "sample_steps_used": sample_steps},
                           embeddings=embeddings, compositions=compositions,
-                          checker=getattr(check, "__name__", type(check).__name__) if check is not None else "none")
+                          checker=getattr(check, "__name__", type(check).__name__) if check is not None else "none",
+                          replay=state if method.kind == "replay" else None)
     todo = [i for i, lg in enumerate(logs) if not lg.skipped]
     post = np.array(result.pre, dtype=bool)
     if todo:
@@ -474,5 +507,6 @@ def run_attack(name: str, target_pipe: StableDiffusionPipeline, concept: str,
     return result
 
 
-__all__ = ["AttackConfig", "AttackContext", "AttackLog", "AttackMethod", "AttackResult", "Outcome", "SuccessCheck",
+__all__ = ["AttackConfig", "AttackContext", "AttackLog", "AttackMethod", "AttackResult", "Outcome", "Replay",
+           "SuccessCheck",
            "attacks", "default_prompts", "evaluator_check", "get_attack", "parse_spec", "run_attack"]
