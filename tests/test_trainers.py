@@ -28,6 +28,12 @@ TRAINER_CASES: list[tuple[str, dict]] = [
              "trajectory": "trained"}),
     ("spm", {"steps": 2, "ddim_steps": 4}),
     ("spm", {"steps": 2, "ddim_steps": 4, "trajectory": "frozen", "preserve_anchors": True, "anchor_null": False}),
+    ("doco", {"steps": 2, "warm_up": 1, "n_anchor": 2, "anchor_steps": 2}),
+    ("allbutone", {"steps": 2, "ddim_steps": 3}),
+    ("ant", {"steps": 2, "ddim_steps": 4, "early_frac": 0.5, "saliency_steps": 1}),
+    ("coerasing", {"steps": 2, "text_steps": 1, "n_images": 2, "sample_steps": 2, "fit_steps": 2, "ddim_steps": 3}),
+    ("safegen", {"steps": 2, "n_images": 2, "n_safe": 2, "sample_steps": 2, "batch_size": 2}),
+    ("trce_stage2", {"steps": 2, "ddim_steps": 3, "reg_batch": 1, "margin": 1.0}),  # margin: the hinge is active
 ]
 
 

@@ -20,6 +20,12 @@ UNet trainers:
 
     esd         Erasing Concepts from Diffusion Models (Gandikota et al., ICCV 2023): esd-x / esd-u / esd-x-strict
     spm         One-dimensional adapters (Lyu et al., CVPR 2024); facilitated transport via `spm.Transport`
+    coerasing   Co-Erasing (Li et al., ICML 2025): ESD-style erasing with text + self-generated images
+    safegen     SafeGen (Li et al., CCS 2024): text-agnostic self-attention edit, unsafe -> mosaic
+    trce_stage2 TRCE stage 1 + 2 (Chen et al., ICCV 2025): contrastive early-step fine-tuning
+    doco        DoCo (Wu et al., AAAI 2025): adversarial concept-domain correction + gradient surgery
+    allbutone   All but One (Hong et al., AAAI 2024): edit only the target's guidance term, keep the rest
+    ant         ANT / Set You Straight (Li et al., ACM MM 2025): reversed late guidance, saliency-masked weights
 
 The pipeline passed in is never modified: methods read its weights and return the changed tensors as an `Edit`.
 """
@@ -103,6 +109,18 @@ erasers.add("fewshot", "erasekit.erasers.fewshot:METHOD",
             help="Few-shot erasing: gradient ascent on textual inversion of a few images, text encoder only")
 erasers.add("advunlearn", "erasekit.erasers.advunlearn:METHOD",
             help="AdvUnlearn: adversarial training of the text encoder (soft-prompt attack inside), plug-and-play")
+erasers.add("coerasing", "erasekit.erasers.coerasing:METHOD",
+            help="Co-Erasing: ESD-style erasing with the concept's text and self-generated images (image tokens)")
+erasers.add("safegen", "erasekit.erasers.safegen:METHOD",
+            help="SafeGen: text-agnostic fine-tuning of self-attention (attn1): unsafe images -> mosaic")
+erasers.add("trce_stage2", "erasekit.erasers.trce_stage2:METHOD",
+            help="TRCE stage 1 + stage 2: contrastive fine-tuning of the early denoising steps")
+erasers.add("doco", "erasekit.erasers.doco:METHOD",
+            help="DoCo: discriminator aligns the concept's outputs with an anchor domain; concept-preserving gradient")
+erasers.add("allbutone", "erasekit.erasers.allbutone:METHOD",
+            help="All but One: change only the target's guidance term; keep unconditional and other scores")
+erasers.add("ant", "erasekit.erasers.ant:METHOD",
+            help="ANT: reverse guidance in mid-to-late steps, keep early ones; saliency-masked weights")
 
 
 def get_eraser(name: str) -> Method:
