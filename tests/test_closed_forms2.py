@@ -223,3 +223,78 @@ def test_adavd_shield_changes_only_during_generation(tiny_pipe):
     assert abs(on.astype(int) - plain.astype(int)).max() > 1
     assert info["shield"]["targets"] == ["Zorbo"]
     assert dict(tiny_pipe.unet.attn_processors) == procs  # the very same processor objects are back
+
+
+# ------------------------------------------------------------------------------------------------ RECE speed path
+
+
+def _rece_chained(pipe, erase_, guide, lamb, reg, epochs, embedding, uce_token):
+    """RECE as it was written before the (d, d) path: a UCE solve, then per epoch `adversarial_embedding` of the
+    current weights and a `solve` of them (layer by layer, float64 here)."""
+    from erasekit.erasers._closed_form import Rows, adversarial_embedding, encode, kv_weights, solve
+    from erasekit.erasers.uce import build
+
+    orig = {n: w.clone() for n, w in kv_weights(pipe).items()}
+    rows, _ = build(pipe, erase_, [guide] * len(erase_), [""], uce_token, "bos", 1.0, 1.0)
+    weights = solve(orig, rows, 0.5)
+    c, t, keep = encode(pipe, erase_), encode(pipe, [guide] * len(erase_)), encode(pipe, [""])
+    d = c.hidden.shape[-1]
+    for _ in range(epochs):
+        adv = adversarial_embedding(list(weights.values()), list(orig.values()), c.hidden.reshape(-1, d), reg,
+                                    t.hidden.reshape(-1, d) if embedding == "standard" else None)
+        r = Rows.empty(d)
+        r.add_erase(adv, t.hidden.reshape(-1, d), 1.0)
+        r.add_preserve(keep.hidden.reshape(-1, d), 0.1)
+        weights = solve(weights, r, lamb)
+    return weights
+
+
+@pytest.mark.parametrize("dim,erase_,token,embedding", [
+    (32, ["Zorbo", "Kiko"], "span", "standard"),  # dense (d, d) updates
+    (160, ["Zorbo"], "last", "regzero"),  # low-rank factors in epoch 1 (1 + 77 rows <= d / 2), dense after epoch 2
+])
+def test_rece_gram_path_equals_chained_solves(dim, erase_, token, embedding):
+    from erasekit.testing import tiny_pipeline
+
+    pipe = tiny_pipeline(seed=1, cross_attention_dim=dim)
+    pipe.unet.double()
+    pipe.text_encoder.double()
+    got = erase(pipe, "rece", erase=erase_, guide="a robot", epochs=2, regular_scale=0.05, uce_token=token,
+                embedding=embedding)
+    ref = _rece_chained(pipe, erase_, "a robot", 0.1, 0.05, 2, embedding, token)
+    for name, w in ref.items():
+        torch.testing.assert_close(got.tensors[name], w, rtol=1e-7, atol=1e-9)
+    assert len(got.manifest["info"]["epochs"]) == 2
+
+
+def test_weight_gram_is_cached_per_weight_state(tiny_pipe):
+    from erasekit.erasers._closed_form import kv_weights, weight_gram
+
+    ws = list(kv_weights(tiny_pipe).values())
+    direct = sum(w.double().T @ w.double() for w in ws)
+    g1 = weight_gram(ws)
+    torch.testing.assert_close(g1, direct)
+    assert weight_gram(list(kv_weights(tiny_pipe).values())) is g1  # same state: the cached matrix
+    layer = next(iter(cross_attention_kv(tiny_pipe.unet).values()))
+    with torch.no_grad():
+        layer.weight[0, 0] += 1.0  # one entry, in place
+    ws2 = list(kv_weights(tiny_pipe).values())
+    g2 = weight_gram(ws2)
+    assert g2 is not g1
+    torch.testing.assert_close(g2, sum(w.double().T @ w.double() for w in ws2))
+
+
+def test_multi_concept_spec_erases_the_probes_but_never_their_neighbours():
+    from erasekit.benchmark import load_bench_spec
+
+    spec = load_bench_spec("multi-concept-toy")
+    sizes = {}
+    for v in spec.variants:
+        erased = v.request.get("erase", [])
+        method, n = v.name.rsplit("-", 1)
+        sizes.setdefault(method, []).append(len(erased) or 1)
+        assert v.request["preserve"] == [] and v.request["guide"] == "art"
+        if erased:
+            assert len(set(erased)) == len(erased) and set(spec.concepts) <= set(erased)
+            assert not {"Hugo Brandt", "Jonas Pike"} & set(erased)  # the probes' neighbours (specificity)
+    assert sizes == {m: [1, 10, 50, 100] for m in ("uce", "rece", "mace", "realera", "speed")}

@@ -29,8 +29,8 @@ from ..errors import InvalidValueError
 # PipelineLike, the K/V weight access and RECE's adversarial_embedding live in erasekit.conditioning (shared with the
 # attacks); they are imported here for the closed-form erasers, which read them from this module.
 __all__ = ["F64", "Encoded", "PipelineLike", "Rows", "adversarial_embedding", "cross_attention_kv",
-           "cross_attention_modules", "encode", "kv_weights", "non_concept_pair", "normal_matrix", "solve",
-           "span_pair", "token_lengths"]
+           "apply_right", "cross_attention_modules", "encode", "kv_weights", "non_concept_pair", "normal_matrix",
+           "right_update", "solve", "span_pair", "token_lengths", "weight_gram"]
 
 
 # ------------------------------------------------------------------------------------------------ text rows
@@ -178,6 +178,33 @@ def _cholesky(m: torch.Tensor, lamb: float) -> torch.Tensor:
                        "dimensions; set lamb > 0 or add preserve prompts")
 
 
+def right_update(rows: Rows, lamb: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The edit as a right factor of the reference weights: W* = W0 + W0 U V for every layer at once.
+
+    Returns (U (d, n_e), V (n_e, d)) float64 (U = D^T, V = K = diag(w) C M^-1), or (U V (d, d), None) when
+    n_e > d / 2 (the dense product is then cheaper per layer). Raises InvalidValueError when M is singular."""
+    chol = _cholesky(normal_matrix(rows, lamb), lamb)
+    # K = diag(w) C M^-1  (n_e, d)
+    k = torch.cholesky_solve((rows.keys * rows.erase_w[:, None]).T, chol).T
+    diff = rows.targets - rows.keys  # D (n_e, d)
+    if k.shape[0] > k.shape[1] // 2:
+        return diff.T @ k, None  # (d, d): W* = W0 (I + D^T K)
+    return diff.T, k
+
+
+def apply_right(weights: dict[str, torch.Tensor], u: torch.Tensor, v: torch.Tensor | None
+                ) -> dict[str, torch.Tensor]:
+    """{name: W + W u v} (or W + W u with v None, u (d, d)); products on the weights' device, in float32 unless the
+    weights are float64, result in the weights' dtype."""
+    out: dict[str, torch.Tensor] = {}
+    for name, w in weights.items():
+        cdt, dev = (F64 if w.dtype == F64 else torch.float32), w.device
+        w_c = w.to(cdt)
+        delta = w_c @ u.to(dev, cdt) if v is None else (w_c @ u.to(dev, cdt)) @ v.to(dev, cdt)
+        out[name] = (w_c + delta).to(w.dtype)
+    return out
+
+
 def solve(weights: dict[str, torch.Tensor], rows: Rows, lamb: float,
           values: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """New weights {name: (out, d)} minimising the objective in the module docstring, with W0 = `weights`.
@@ -187,25 +214,50 @@ def solve(weights: dict[str, torch.Tensor], rows: Rows, lamb: float,
     """
     if rows.keys.shape[0] == 0:
         return {n: w.clone() for n, w in weights.items()}
+    if values is None:
+        return apply_right(weights, *right_update(rows, lamb))
     chol = _cholesky(normal_matrix(rows, lamb), lamb)
-    # K = diag(w) C M^-1  (n_e, d)
-    k = torch.cholesky_solve((rows.keys * rows.erase_w[:, None]).T, chol).T
-    diff = rows.targets - rows.keys  # D (n_e, d)
-    n_e, d = k.shape
+    k = torch.cholesky_solve((rows.keys * rows.erase_w[:, None]).T, chol).T  # K = diag(w) C M^-1  (n_e, d)
     out: dict[str, torch.Tensor] = {}
-    dense = None
-    if values is None and n_e > d // 2:
-        dense = diff.T @ k  # (d, d): W* = W0 (I + D^T K)
     for name, w in weights.items():  # per-layer products on the weights' device, float32 unless float64
         cdt, dev = (F64 if w.dtype == F64 else torch.float32), w.device
         w_c = w.to(cdt)
-        k_c = k.to(dev, cdt)
-        if values is not None:
-            resid = values[name].to(dev, cdt) - rows.keys.to(dev, cdt) @ w_c.T  # (n_e, out)
-            delta = resid.T @ k_c
-        elif dense is not None:
-            delta = w_c @ dense.to(dev, cdt)
-        else:
-            delta = (w_c @ diff.T.to(dev, cdt)) @ k_c
-        out[name] = (w_c + delta).to(w.dtype)
+        resid = values[name].to(dev, cdt) - rows.keys.to(dev, cdt) @ w_c.T  # (n_e, out)
+        out[name] = (w_c + resid.T @ k.to(dev, cdt)).to(w.dtype)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ Gram of the weights
+
+_GRAMS: dict[tuple, torch.Tensor] = {}
+_GRAM_CACHE_SIZE = 4  # models (or weight states) whose Gram is kept; each entry is one (d, d) float64 matrix
+_GRAM_SAMPLE_STRIDE = 101  # every 101st weight entry enters the cache key's checksum (coprime with usual widths)
+
+
+def _gram_key(weights: Sequence[torch.Tensor]) -> tuple:
+    """Identity of the weights' current content: storage address, in-place version counter (shared by `.detach()`
+    views and bumped by every in-place write, e.g. Edit.apply / revert), shape, dtype, device, and a float64 checksum
+    of a strided sample of the entries."""
+    return tuple((w.data_ptr(), w._version, tuple(w.shape), str(w.dtype), str(w.device),
+                  float(w.detach().reshape(-1)[::_GRAM_SAMPLE_STRIDE].to(F64).sum())) for w in weights)
+
+
+def weight_gram(weights: Sequence[torch.Tensor], cache: bool = True) -> torch.Tensor:
+    """G = sum_l W_l^T W_l (d, d), formed in float64 on the CPU (the dominant cost of RECE's adversarial embedding
+    at SD1.5 size: sum over layers of out_l * d^2 multiply-adds).
+
+    cache: keep the result for the same weight state (see `_gram_key`; a few states at most), so repeated erasures
+    from the same base model share it. Any in-place change of a weight changes the key."""
+    key = _gram_key(weights) if cache else None
+    if key is not None and key in _GRAMS:
+        return _GRAMS[key]
+    d = weights[0].shape[1]
+    gram = torch.zeros(d, d, dtype=F64)
+    for w in weights:
+        w64 = w.detach().to("cpu", F64)
+        gram += w64.T @ w64
+    if key is not None:
+        if len(_GRAMS) >= _GRAM_CACHE_SIZE:
+            _GRAMS.pop(next(iter(_GRAMS)))
+        _GRAMS[key] = gram
+    return gram

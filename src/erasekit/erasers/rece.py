@@ -28,7 +28,9 @@ Deviations from the official code:
   - In the adversarial edit the guide's rows are aligned by position, as in the official code.
   - Default preserve set when none is given: the empty prompt (official: " " for non-art, a random sample of the
     1,734-artist list for art, which we do not ship). The "surrogate" regularisation variants are not implemented.
-  - Solves in float64 via the shared residual form (official: float32 inverses).
+  - Solves in float64 via the shared residual form (official: float32 inverses). The epochs run in (d, d) space on
+    the float64 Gram of the original K/V weights (see `rece`); the intermediate weights are never rounded to the
+    model's dtype, only the final ones (official: float32 weights after every edit).
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..conditioning import cholesky
 from ..config import check_choice
 from ..errors import InvalidValueError
 from . import EraseRequest, Method
-from ._closed_form import Encoded, PipelineLike, Rows, adversarial_embedding, encode, kv_weights, solve
+from ._closed_form import F64, Encoded, PipelineLike, Rows, apply_right, encode, kv_weights, right_update, \
+    weight_gram
 from .concepts import CONCEPT_TYPES, concept_type, default_guide
 from .uce import EMPTY_GUIDE, TOKENS, build
 
@@ -100,11 +104,17 @@ def start_preserve(config: RECEConfig, preserve: list[str]) -> tuple[list[str], 
 
 
 def rece(pipe: PipelineLike, request: EraseRequest, config: RECEConfig) -> tuple[dict[str, torch.Tensor], dict]:
-    """Erase `request.erase` with RECE; returns ({K/V weight name: new weight}, info)."""
+    """Erase `request.erase` with RECE; returns ({K/V weight name: new weight}, info).
+
+    Every edit here is a right factor shared by all layers (W_l -> W_l P, P (d, d); see `_closed_form.right_update`),
+    so the epochs run in (d, d) space: sum_l W'_l^T W'_l = P^T G P and sum_l W'_l^T W_l = P^T G with
+    G = sum_l W_l^T W_l the Gram of the original weights, formed once in float64 (`weight_gram`, cached per weight
+    state), and the layers are written once at the end. Same edit as chaining `adversarial_embedding` and `solve`
+    per epoch (tests/test_erasers.py, tests/test_closed_forms2.py), without one float32 rounding of the
+    intermediate weights."""
     kind = concept_type(request.erase, config.concept_type, pipe)
     guides = request.guides(default_guide(kind))
-    original = {n: w.clone() for n, w in kv_weights(pipe, with_to_k=config.with_to_k).items()}
-    weights = original
+    original = kv_weights(pipe, with_to_k=config.with_to_k)  # views of the parameters (the Gram cache's key)
     preserve, scale, empty_guide = start_preserve(config, list(request.preserve))
     adv_preserve = list(request.preserve) or [""]
     # one text-encoder pass (77 rows) for every prompt the start and the epochs need
@@ -115,30 +125,47 @@ def rece(pipe: PipelineLike, request: EraseRequest, config: RECEConfig) -> tuple
         idx = torch.tensor([order.index(p) for p in prompts], dtype=torch.long)
         return Encoded(full.hidden[idx], full.lengths[idx], full.ids[idx])
 
-    if config.uce:
-        rows, _ = build(pipe, list(request.erase), guides, preserve, config.uce_token, empty_guide,
-                        config.uce_erase_scale, scale, encoded=full, order=order)
-        weights = solve(original, rows, config.uce_lamb)
     concepts, targets = rows_of(list(request.erase)), rows_of(guides)
     keep = rows_of(adv_preserve)
     d = concepts.hidden.shape[-1]
-    names = list(weights)
+    eye = torch.eye(d, dtype=F64)
+    # the edit so far: W = W0 P with P = I + U V (factors while their rank is small, else U = P - I, V = None)
+    u: torch.Tensor = torch.zeros(d, 0, dtype=F64)
+    v: torch.Tensor | None = torch.zeros(0, d, dtype=F64)
+    if config.uce:
+        rows, _ = build(pipe, list(request.erase), guides, preserve, config.uce_token, empty_guide,
+                        config.uce_erase_scale, scale, encoded=full, order=order)
+        if rows.keys.shape[0]:
+            u, v = right_update(rows, config.uce_lamb)
+    names = list(original)
+    gram = weight_gram([original[n] for n in names]) if config.epochs else None
+    emb = concepts.hidden.reshape(-1, d)  # (n_concepts * L, d): all concepts' rows at once
+    t = targets.hidden.reshape(-1, d)
+    length = concepts.hidden.shape[1]
     epochs = []
     for _ in range(config.epochs):
-        rows = Rows.empty(d)
-        # all concepts' rows at once: the (d, d) operator depends only on the weights
-        emb = concepts.hidden.reshape(-1, d)  # (n_concepts * L, d)
-        t = targets.hidden.reshape(-1, d) if config.embedding == "standard" else None
-        adv = adversarial_embedding([weights[n] for n in names], [original[n] for n in names], emb,
-                                    config.regular_scale, t)
-        rows.add_erase(adv, targets.hidden.reshape(-1, d), config.erase_scale)
-        length = concepts.hidden.shape[1]
+        p = eye + (u if v is None else u @ v)
+        gp = gram @ p  # sum_l W_l^T W'_l
+        # adversarial embedding c' = (reg I + P^T G P)^-1 (reg t + P^T G c), as rows: (c G P + reg t) A^-1
+        chol = cholesky(config.regular_scale * eye + p.T @ gp, f"reg={config.regular_scale}; set reg > 0")
+        rhs = emb @ gp
+        if config.embedding == "standard":
+            rhs = rhs + config.regular_scale * t
+        adv = torch.cholesky_solve(rhs.T, chol).T  # (n_concepts * L, d)
         cosines = [float(torch.nn.functional.cosine_similarity(adv[i * length:(i + 1) * length].reshape(1, -1),
                                                                 concepts.hidden[i].reshape(1, -1)))
                    for i in range(len(request.erase))]
+        rows = Rows.empty(d)
+        rows.add_erase(adv, t, config.erase_scale)
         rows.add_preserve(keep.hidden.reshape(-1, d), config.preserve_scale)
-        weights = solve(weights, rows, config.lamb)
+        # the UCE edit of the current weights W0 P: P -> P (I + U2 V2)
+        u2, v2 = right_update(rows, config.lamb)
+        if v is not None and v2 is not None and u.shape[1] + u2.shape[1] <= d // 2:
+            u, v = torch.cat([u, p @ u2], 1), torch.cat([v, v2])
+        else:
+            u, v = p @ (u2 if v2 is None else u2 @ v2) + (p - eye), None
         epochs.append({"adv_cosine": [round(c, 4) for c in cosines]})
+    weights = apply_right(original, u, v) if u.shape[1] else {n: w.clone() for n, w in original.items()}
     info = {"concept_type": kind, "guides": guides, "preserve": list(request.preserve) or [""], "epochs": epochs}
     return weights, info
 
