@@ -21,7 +21,8 @@ def registries() -> dict:
     out = {"models": models, "worlds": worlds}
     for mod, attr in (("erasekit.erasers", "erasers"), ("erasekit.shields", "shields"),
                       ("erasekit.attacks", "attacks"), ("erasekit.metrics", "metrics"),
-                      ("erasekit.evaluators", "evaluators")):
+                      ("erasekit.evaluators", "evaluators"), ("erasekit.marks", "marks"),
+                      ("erasekit.marks.attacks", "mark_attacks"), ("erasekit.text.unlearn", "text_unlearners")):
         try:
             import importlib
 
