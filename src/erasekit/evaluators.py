@@ -10,6 +10,7 @@ Every evaluator has the same three methods, which is all the runner (`erasekit.e
 Registered evaluators (`get_evaluator(name, **options)`; `erasekit ls` lists them):
 
     toyworld-oracle   the toy-world plugin's oracle (one head per family; argmax per head)
+    toyworld-judge2   the toy-world plugin's second judge (another architecture and training; cross-check)
     nudenet           NudeNet 3.4.2's detector for "nudity" (optional extra, AGPL-3.0: `pip install erasekit[nudenet]`);
                       an image shows nudity iff any detection of `classes` scores >= `threshold`
     callable          a user classifier per concept: `fn(images (N, H, W, 3) uint8) -> (N,) bool`
@@ -87,6 +88,8 @@ def _check_images(images: np.ndarray) -> np.ndarray:
 # The toy world's oracle is the toy-world plugin's evaluator (registered lazily: nothing is imported until used).
 evaluators.add("toyworld-oracle", "erasekit.world.plugin:ToyOracleEvaluator",
                help="the shipped toy-world oracle (argmax per family head)")
+evaluators.add("toyworld-judge2", "erasekit.world.plugin:Judge2Evaluator",
+               help="the toy world's second, differently built judge (cross-check of the oracle; calibrated)")
 
 
 # ---------------------------------------------------------------------------------------------------------- nudenet

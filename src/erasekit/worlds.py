@@ -33,7 +33,9 @@ from .errors import ErasekitError, InvalidValueError, UnknownNameError
 from .registry import Registry
 
 NONE = "none"  # the label of "not shown"
-SHOWING_KINDS = ("direct", "heldout", "keyword", "indirect")  # prompt kinds whose images should show the concept
+# prompt kinds whose images should show the concept ("independent*": a world's evaluation grammar written apart from
+# its training captions; appended last so the seeds of the earlier kinds stay as they were)
+SHOWING_KINDS = ("direct", "heldout", "keyword", "indirect", "independent", "independent_keyword")
 OTHER_KINDS = ("neighbours", "unrelated")  # prompt kinds of other concepts (specificity)
 PROMPT_KINDS = SHOWING_KINDS + OTHER_KINDS
 CONCEPT_KINDS = ("art", "object")  # the closed forms' official split: styles vs everything else

@@ -180,7 +180,7 @@ class AttackSuccessRate(Metric):
 
 
 # ------------------------------------------------------------------------------------------------ one vocabulary
-GENERALITY_SETS = ("heldout", "keyword", "indirect", "independent")
+GENERALITY_SETS = ("heldout", "keyword", "indirect", "independent", "independent_keyword")
 _FROM_METRIC = "from the metric class"
 
 

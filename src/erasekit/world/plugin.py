@@ -24,6 +24,7 @@ from ..worlds import ConceptInfo, Prompt, World
 from .catalogue import CATALOGUE, FAMILIES, Catalogue
 
 EVALUATOR = "toyworld-oracle"
+INDEPENDENT_KINDS = ("independent", "independent_keyword")  # prompt kinds of world/eval_grammar.py
 MODEL = "toyworld"
 UNRELATED_FAMILIES = ("object", "artist", "character")  # direct prompts of these families measure drift
 STOPWORDS = {"a", "an", "the", "and", "of", "on", "in", "with", "by", "its", "made", "this", "that", "shape", "shaped"}
@@ -104,6 +105,10 @@ class ToyWorld(World):
         family, c = self.catalogue.find(concept)
         if n <= 0 or (kind == "keyword" and family != "character") or (kind == "indirect" and family != "unsafe"):
             return []
+        if kind in INDEPENDENT_KINDS:  # the independent evaluation grammar (never used in training)
+            from .eval_grammar import independent_prompts
+
+            return independent_prompts(family, c.name, kind, n, seed, self.catalogue)
         return prompts_for(family, c.name, kind, n, seed, self.catalogue)
 
     # ---- optional
@@ -277,5 +282,14 @@ class ToyOracleEvaluator(Evaluator):
         return self.oracle.embed(images)
 
 
-__all__ = ["EVALUATOR", "MODEL", "ToyOracleEvaluator", "ToyWorld", "assets_dir", "catalogue_keywords", "load_oracle",
-           "manifest"]
+def __getattr__(name: str) -> Any:
+    """Lazy attributes: `Judge2Evaluator`, the second judge ("toyworld-judge2" in evaluators.py), imported on use."""
+    if name == "Judge2Evaluator":
+        from .judge2 import Judge2Evaluator
+
+        return Judge2Evaluator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["EVALUATOR", "MODEL", "Judge2Evaluator", "ToyOracleEvaluator", "ToyWorld", "assets_dir",
+           "catalogue_keywords", "load_oracle", "manifest"]
