@@ -54,8 +54,10 @@ def test_trainer_plumbing(tiny_pipe, tmp_path, method, config):
     assert isinstance(edit, Edit) and edit.method == method
     now = {f"{c}.{k}": v for c in ("unet", "text_encoder") for k, v in getattr(tiny_pipe, c).state_dict().items()}
     assert all(torch.equal(v, now[k]) for k, v in state.items())  # erase() never mutates the pipeline
-    assert edit.tensors and all(torch.isfinite(t).all() for t in edit.tensors.values())
-    assert any(n in state and not torch.equal(t, state[n]) for n, t in edit.tensors.items())
+    assert edit.names and all(torch.isfinite(t).all() for t in edit.tensors.values())
+    assert all(torch.isfinite(f.up).all() and torch.isfinite(f.down).all() for f in edit.factors.values())
+    changed = {n: edit.edited_value(n, state[n]) for n in edit.names if n in state}  # dense or low-rank (SPM)
+    assert any(not torch.equal(t, state[n]) for n, t in changed.items())
     m = edit.manifest
     assert m["paper"] and set(m["config"]) == {f[0] for f in get_eraser(method).options()}
     train = m["info"]["train"]
