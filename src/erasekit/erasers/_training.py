@@ -176,6 +176,18 @@ def render_check(pipe: StableDiffusionPipeline, prompts: Sequence[str], hooks: T
         return generate(pipe, ps, seeds, steps=hooks.sample_steps, guidance=hooks.guidance)
 
 
+def render_unet_check(pipe: StableDiffusionPipeline, unet: torch.nn.Module, dtype: torch.dtype,
+                      prompts: Sequence[str], hooks: TrainHooks) -> np.ndarray:
+    """`render_check` of `pipe` with the trained `unet` swapped in: eval mode, the pipeline's `dtype` (a copy only
+    when it differs); the UNet is back in train mode afterwards. The `render` of the UNet fine-tuning methods."""
+    unet.eval()
+    try:
+        shown = unet if next(unet.parameters()).dtype == dtype else copy.deepcopy(unet).to(dtype)
+        return render_check(pipe_with(pipe, unet=shown), prompts, hooks)
+    finally:
+        unet.train()
+
+
 def _config_key(method: str, config: Any, extra: Any = None) -> str:
     blob = json.dumps({"method": method, "config": dataclasses.asdict(config), "extra": extra}, sort_keys=True,
                       default=str)

@@ -38,7 +38,6 @@ Deviations / unverified: the paper's exact weighting, sampling of x_t and parame
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
@@ -50,7 +49,7 @@ from ..errors import InvalidValueError
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
 from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, partial_ddim,
-                        pipe_with, render_check, trainable_copy)
+                        render_unet_check, trainable_copy)
 from .concepts import check_templates, expanded_pairs
 from .esd import PARAMETER_SETS, parameter_names
 
@@ -130,12 +129,7 @@ def run(pipe, request: EraseRequest, config: AllButOneConfig, hooks: TrainHooks)
                                    "model": pipe.unet.config.get("_name_or_path", "")})
 
     def render():
-        trained.eval()
-        try:
-            unet = trained if base_dtype == torch.float32 else copy.deepcopy(trained).to(base_dtype)
-            return render_check(pipe_with(pipe, unet=unet), request.erase, hooks)
-        finally:
-            trained.train()
+        return render_unet_check(pipe, trained, base_dtype, request.erase, hooks)
 
     log = loop.run(step, render=render)
     trained.eval()

@@ -68,8 +68,8 @@ from ..config import check_choice, check_min
 from ..errors import InvalidValueError
 from ..sampling import encode_prompts, step_kwargs
 from . import EraseRequest, Method
-from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, pipe_with,
-                        render_check, trainable_copy)
+from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, render_unet_check,
+                        trainable_copy)
 from .concepts import check_templates, expand
 from .esd import PARAMETER_SETS, parameter_names
 
@@ -219,12 +219,7 @@ def run(pipe, request: EraseRequest, config: ANTConfig, hooks: TrainHooks) -> tu
                         key_extra={"erase": erase, "model": pipe.unet.config.get("_name_or_path", "")})
 
     def render():
-        trained.eval()
-        try:
-            unet = trained if base_dtype == torch.float32 else copy.deepcopy(trained).to(base_dtype)
-            return render_check(pipe_with(pipe, unet=unet), request.erase, hooks)
-        finally:
-            trained.train()
+        return render_unet_check(pipe, trained, base_dtype, request.erase, hooks)
 
     log = loop.run(step, render=render)
     trained.eval()

@@ -59,7 +59,6 @@ Deviations from the official code:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ from ..errors import InvalidValueError
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
 from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, partial_ddim,
-                        pipe_with, render_check, trainable_copy)
+                        render_unet_check, trainable_copy)
 from .concepts import check_templates, expand
 from .esd import PARAMETER_SETS, TRAJECTORIES
 
@@ -288,12 +287,7 @@ def run(pipe, request: EraseRequest, config: CoErasingConfig, hooks: TrainHooks)
         return float(loss.detach())
 
     def render():
-        trained.eval()
-        try:
-            unet = trained if base_dtype == torch.float32 else copy.deepcopy(trained).to(base_dtype)
-            return render_check(pipe_with(pipe, unet=unet), request.erase, hooks)
-        finally:
-            trained.train()
+        return render_unet_check(pipe, trained, base_dtype, request.erase, hooks)
 
     loop = _ImageStageLoop("coerasing", config, hooks, trainable={"unet": trained}, optimizer=opt,
                            key_extra={"erase": erase, "images": digest,

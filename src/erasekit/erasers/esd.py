@@ -62,7 +62,6 @@ Deviations from the official code:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,7 +74,7 @@ from ..sampling import encode_prompts
 from . import EraseRequest, Method
 from .concepts import check_templates, expand
 from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, partial_ddim,
-                        pipe_with, render_check, trainable_copy)
+                        render_unet_check, trainable_copy)
 
 TARGETS = ("current", "paper")
 TRAJECTORIES = ("frozen", "trained")
@@ -147,11 +146,6 @@ def esd_target(eps_c: torch.Tensor, eps_null: torch.Tensor, eps_from: torch.Tens
     return base - eta * (eps_c - eps_null)
 
 
-def _render_unet(unet: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """The trained UNet in the pipeline's dtype (a copy only when they differ), for sampling check images."""
-    return unet if next(unet.parameters()).dtype == dtype else copy.deepcopy(unet).to(dtype)
-
-
 def run(pipe, request: EraseRequest, config: ESDConfig, hooks: TrainHooks) -> tuple[dict, dict]:
     """Train ESD; returns ({"unet.<name>": tensor in the pipeline's dtype}, info)."""
     base_dtype, device = pipe.unet.dtype, pipe.unet.device
@@ -193,11 +187,7 @@ def run(pipe, request: EraseRequest, config: ESDConfig, hooks: TrainHooks) -> tu
                         key_extra={"erase": erase, "model": pipe.unet.config.get("_name_or_path", "")})
 
     def render():
-        trained.eval()
-        try:
-            return render_check(pipe_with(pipe, unet=_render_unet(trained, base_dtype)), request.erase, hooks)
-        finally:
-            trained.train()
+        return render_unet_check(pipe, trained, base_dtype, request.erase, hooks)
 
     log = loop.run(step, render=render)
     trained.eval()

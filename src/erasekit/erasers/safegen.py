@@ -64,8 +64,7 @@ from ..config import check_choice, check_min
 from ..errors import InvalidValueError
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
-from ._training import TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, pipe_with, render_check, \
-    trainable_copy
+from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, render_unet_check, trainable_copy)
 
 MOSAIC_TARGETS = ("official", "x0")
 
@@ -217,14 +216,7 @@ def run(pipe, request: EraseRequest, config: SafeGenConfig, hooks: TrainHooks) -
         return float(loss.detach())
 
     def render():
-        import copy
-
-        trained.eval()
-        try:
-            unet = trained if base_dtype == torch.float32 else copy.deepcopy(trained).to(base_dtype)
-            return render_check(pipe_with(pipe, unet=unet), request.erase, hooks)
-        finally:
-            trained.train()
+        return render_unet_check(pipe, trained, base_dtype, request.erase, hooks)
 
     loop = TrainingLoop("safegen", config, hooks, trainable={"unet": trained}, optimizer=opt,
                         key_extra={"erase": request.erase, "images": digest,

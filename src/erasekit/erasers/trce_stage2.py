@@ -62,7 +62,7 @@ from ..errors import InvalidValueError
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
 from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, partial_ddim,
-                        pipe_with, render_check, trainable_copy)
+                        render_unet_check, trainable_copy)
 from .concepts import check_templates
 
 
@@ -180,12 +180,7 @@ def run(pipe, request: EraseRequest, config: TRCEStage2Config, hooks: TrainHooks
         return float(loss.detach())
 
     def render():
-        trained.eval()
-        try:
-            unet = trained if base_dtype == torch.float32 else copy.deepcopy(trained).to(base_dtype)
-            return render_check(pipe_with(pipe, unet=unet), request.erase, hooks)
-        finally:
-            trained.train()
+        return render_unet_check(pipe, trained, base_dtype, request.erase, hooks)
 
     loop = TrainingLoop("trce_stage2", config, hooks, trainable={"unet": trained}, optimizer=opt,
                         key_extra={"bad": bad, "good": good, "model": pipe.unet.config.get("_name_or_path", "")})
