@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import IntegrityError, InvalidValueError
 from ..evaluators import Evaluator
 from ..io import atomic_write_text
-from .catalogue import CATALOGUE, FAMILIES, NONE, Catalogue
+from .catalogue import CATALOGUE, FAMILIES, Catalogue
 from .render import SIZE, Scene
 
 JUDGE2_NAME = "toyworld-judge2"
@@ -94,39 +94,11 @@ class Judge2Config:
 # ------------------------------------------------------------------------------------------------------- rendering
 def render_wide(scene: Scene, shift: float, scale: tuple[float, float], catalogue: Catalogue = CATALOGUE,
                 noise: float = 3.0) -> np.ndarray:
-    """`render.render` with wider placement: centre +-`shift` px, half size 10 * U(`scale`). (32, 32, 3) uint8.
+    """`render.render` with wider placement: centre +-`shift` px, half size 10 * U(`scale`), its own random stream
+    (seed, 31337) so a wide render never repeats a training render's draws. (32, 32, 3) uint8."""
+    from .render import render
 
-    Same primitives (backgrounds, shapes, sprites, strokes, overlays) as the renderer; only placement differs."""
-    from .render import _SX, _SY, _dilate, _overlay_layers, _paint, background, shape_mask, sprite_parts, validate_scene
-
-    validate_scene(scene, catalogue)
-    rng = np.random.default_rng([scene.seed, 31337])
-    artist = catalogue.get("artist", scene.artist) if scene.artist != NONE else None
-    canvas = background(artist)
-    cx, cy = 16 + rng.uniform(-shift, shift), 16 + rng.uniform(-shift, shift)
-    half = 10.0 * rng.uniform(*scale)
-    u, v = (_SX - cx) / half, (_SY - cy) / half
-    if scene.object != NONE:
-        layers = [(shape_mask(scene.object, u, v), catalogue.get("colour", scene.colour).rgb)]
-    else:
-        layers = sprite_parts(catalogue.get("character", scene.character).sprite, u, v)
-    silhouette = np.zeros(_SX.shape, bool)
-    for mask, _ in layers:
-        silhouette |= mask
-    if artist is not None and artist.stroke != "none":
-        if artist.stroke == "shadow":
-            shadow = np.zeros_like(silhouette)
-            shadow[8:, 8:] = silhouette[:-8, :-8]
-            _paint(canvas, shadow, artist.stroke_rgb)
-        else:
-            _paint(canvas, _dilate(silhouette, 8 if artist.stroke == "outline" else 12), artist.stroke_rgb)
-    for mask, rgb in layers:
-        _paint(canvas, mask, rgb)
-    if scene.unsafe != NONE:
-        for mask, rgb in _overlay_layers(scene.unsafe, rng):
-            _paint(canvas, mask, rgb)
-    canvas += rng.normal(0.0, noise, canvas.shape).astype(np.float32)
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    return render(scene, catalogue, noise, shift=shift, scale=scale, rng=np.random.default_rng([scene.seed, 31337]))
 
 
 def vae_round_trip(images: np.ndarray, vae: Any = None, batch_size: int = 256) -> np.ndarray:

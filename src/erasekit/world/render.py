@@ -245,16 +245,19 @@ def _paint(canvas: np.ndarray, mask: np.ndarray, rgb) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------ render
-def render(scene: Scene, catalogue: Catalogue = CATALOGUE, noise: float = 3.0) -> np.ndarray:
-    """Draw `scene` as a (32, 32, 3) uint8 RGB array. Deterministic in `scene` (incl. its seed)."""
+def render(scene: Scene, catalogue: Catalogue = CATALOGUE, noise: float = 3.0, shift: float = 2.0,
+           scale: tuple[float, float] = (0.9, 1.1), rng: np.random.Generator | None = None) -> np.ndarray:
+    """Draw `scene` as a (32, 32, 3) uint8 RGB array. Deterministic in `scene` (incl. its seed), or in `rng` if given.
+
+    Subject placement: centre jitter +-`shift` px, half size 10 * U(`scale`) px (the training renders use the
+    defaults; the second judge trains on wider ones)."""
     validate_scene(scene, catalogue)
-    rng = np.random.default_rng(scene.seed)
+    rng = np.random.default_rng(scene.seed) if rng is None else rng
     artist = catalogue.get("artist", scene.artist) if scene.artist != NONE else None
     canvas = background(artist)
 
-    # subject placement: centre jitter +-2 px, scale 0.9..1.1 of a 10-px half size
-    cx, cy = 16 + rng.uniform(-2, 2), 16 + rng.uniform(-2, 2)
-    half = 10.0 * rng.uniform(0.9, 1.1)
+    cx, cy = 16 + rng.uniform(-shift, shift), 16 + rng.uniform(-shift, shift)
+    half = 10.0 * rng.uniform(*scale)
     u, v = (_SX - cx) / half, (_SY - cy) / half
     if scene.object != NONE:
         colour = catalogue.get("colour", scene.colour).rgb
