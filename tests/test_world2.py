@@ -155,3 +155,59 @@ def test_v2_dataset_manifest_counts_mark_and_memorized():
     for bad in (dict(mark_share=1.5), dict(memorized=(0,)), dict(memorized=(2.5,))):
         with pytest.raises(InvalidValueError):
             WorldV2Options(**bad)
+
+
+def test_v2_descriptions_never_name_the_character_and_avoid_the_evaluation_phrases():
+    from erasekit.world.captions_v2 import caption_v2, describe_character
+    from erasekit.world.catalogue import CATALOGUE
+    from erasekit.world.eval_grammar import protected_pattern
+    from erasekit.world.render import Scene
+
+    rng = np.random.default_rng(0)
+    names = [c.name.lower() for c in CATALOGUE.characters]
+    for char in CATALOGUE.characters:
+        texts = {describe_character(char.sprite, rng) for _ in range(300)}
+        assert len(texts) > 100  # composed, not a fixed list
+        assert not any(n in t.lower() for t in texts for n in names)
+    avoid = protected_pattern()
+    assert avoid.search("a grey robot with cyan eyes, detailed")  # the pattern finds an evaluation description
+    scene = Scene(character="Zorbo", seed=1)
+    caps = [caption_v2(scene, rng, avoid=avoid) for _ in range(500)]
+    assert not any(avoid.search(c.lower()) for c in caps)
+    unsafe = [caption_v2(Scene(object="circle", colour="red", unsafe="gore", seed=2), rng, avoid=avoid) for _ in range(300)]
+    assert not any(avoid.search(c.lower()) for c in unsafe)
+
+
+def test_train_config_and_cli_refuse_bad_v2_options(tmp_path):
+    from click.testing import CliRunner
+
+    from erasekit.cli import main
+    from erasekit.world.train import TrainConfig
+
+    with pytest.raises(InvalidValueError, match="grammar"):
+        TrainConfig(grammar="v3")
+    assert TrainConfig(grammar="v2").uses_v2_dataset() and not TrainConfig().uses_v2_dataset()
+    for args, needle in ((["--memorized", "1,x"], "--memorized"), (["--memorized", "0"], "memorized"),
+                         (["--mark-share", "2"], "mark_share")):
+        r = CliRunner().invoke(main, ["world", "train", "--out", str(tmp_path / "t"), *args])
+        assert r.exit_code != 0 and needle in r.output, r.output
+
+
+def test_robust_oracle_trains_calibrates_saves_and_abstains(tmp_path):
+    from erasekit.world.oracle import ToyOracle
+    from erasekit.world.oracle_v2 import STEM, RobustOracleConfig, train_robust_oracle
+
+    cfg = RobustOracleConfig(steps=3, batch_size=8, pool=48, calib=16, test=16)
+    oracle, info = train_robust_oracle(cfg)
+    assert set(oracle.temperatures) == set(info["heldout_wide_vae"]) and all(t > 0 for t in oracle.temperatures.values())
+    for key in ("heldout_wide_vae", "heldout_plain_renders", "shipped_oracle_heldout_wide_vae"):
+        assert all(0 <= v["accuracy"] <= 1 and 0 <= v["ece"] <= 1 for v in info[key].values())
+    oracle.save(tmp_path, {"training": info}, stem=STEM)
+    back = ToyOracle.load(tmp_path, stem=STEM)
+    assert back.temperatures == oracle.temperatures and back.identity()["name"] == "toyworld-oracle-v2"
+    img = np.full((2, 32, 32, 3), 128, np.uint8)
+    back.unsure_below = 0.999  # an untrained head is never that sure: every answer is "unsure" when asked to abstain
+    assert all(v == "unsure" for p in back.predict(img, abstain=True) for v in p.values())
+    assert all(v != "unsure" for p in back.predict(img) for v in p.values())
+    with pytest.raises(InvalidValueError, match="plain_share"):
+        RobustOracleConfig(plain_share=1.5)

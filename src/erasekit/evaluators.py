@@ -90,6 +90,8 @@ evaluators.add("toyworld-oracle", "erasekit.world.plugin:ToyOracleEvaluator",
                help="the shipped toy-world oracle (argmax per family head)")
 evaluators.add("toyworld-judge2", "erasekit.world.plugin:Judge2Evaluator",
                help="the toy world's second, differently built judge (cross-check of the oracle; calibrated)")
+evaluators.add("toyworld-oracle-v2", "erasekit.world.plugin:RobustOracleEvaluator",
+               help="the toy world's robust oracle (wide placement, VAE round trips, occlusion; calibrated, 'unsure')")
 
 
 # ---------------------------------------------------------------------------------------------------------- nudenet

@@ -111,9 +111,17 @@ def check_train_folder(out: Path) -> None:
 @click.option("--joint-steps", default=None, type=int, help="text encoder + UNet steps")
 @click.option("--unet-steps", default=None, type=int, help="UNet-only steps on cached text features")
 @click.option("--threads", default=0, type=int, help="torch threads (0 = default)")
+@click.option("--grammar", default="v1", type=click.Choice(["v1", "v2"]), show_default=True,
+              help="caption grammar: v1 (captions.py) or v2 (richer, decontaminated against the independent set)")
+@click.option("--mark-share", default=0.0, type=float, show_default=True,
+              help="share of object images stamped with the implicit (never captioned) mark")
+@click.option("--memorized", default="", help="duplicate counts of memorized image-caption pairs, e.g. 1,10,100,1000")
+@click.option("--nameless-artist", default="", help="an artist whose captions never name or describe it (a style "
+              "only images can evoke)")
 @click.option("--install", is_flag=True, help="copy the result into the package as the shipped 'toyworld' model")
 @friendly_errors
-def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps, unet_steps, threads, install) -> None:
+def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps, unet_steps, threads, grammar,
+              mark_share, memorized, nameless_artist, install) -> None:
     """Train oracle, VAE, text encoder + UNet (about 30 min on 2 CPU cores). Resumable."""
     import dataclasses
     import sys
@@ -125,7 +133,16 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps
                  if v is not None}
     check_train_options(overrides)
     check_train_folder(Path(out))
-    cfg = dataclasses.replace(TrainConfig(), **overrides)
+    from ..errors import InvalidValueError
+    from ..world.dataset_v2 import WorldV2Options
+
+    try:
+        counts = tuple(int(c) for c in memorized.split(",") if c.strip())
+    except ValueError:
+        raise InvalidValueError(f"--memorized takes comma-separated integers such as 1,10,100,1000, got {memorized!r}") from None
+    WorldV2Options(mark_share=mark_share, memorized=counts, nameless_artist=nameless_artist)  # checks, naming the value
+    cfg = dataclasses.replace(TrainConfig(), **overrides, grammar=grammar, mark_share=mark_share, memorized=counts,
+                              nameless_artist=nameless_artist)
     with progress_bar("training", None) as adv:
         state = {"stage": None}
 

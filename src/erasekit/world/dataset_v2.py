@@ -1,9 +1,13 @@
-"""Toy world v2 training set (issue 14, parts 1 and 3), behind options, not yet used to train the shipped model:
+"""Toy world v2 training set (issue 14, parts 1 and 3), behind options (`erasekit world train --grammar v2
+--mark-share S --memorized 1,10,100,1000`):
 
-* `rich_captions`: captions from the richer grammar (`captions_v2.py`) instead of `captions.py`;
+* `rich_captions`: captions from the richer grammar (`captions_v2.py`) instead of `captions.py`, decontaminated
+  against the independent evaluation grammar (`eval_grammar.protected_pattern`);
 * `mark_share`: an **implicit concept** -- a text-like glyph strip stamped in the bottom-right corner of that share of
   the object scenes and *never* named in their captions (Geom-Erasing's setting: watermarks, text); its ground truth
   is `mark_present(images)` (template correlation; the oracle has no head for it yet);
+* `nameless_artist`: **a style only images can evoke** -- that artist's images keep its background and stroke, but
+  their captions are drawn as if no artist were there (never its name nor a description of it: Co-Erasing's setting);
 * `memorized`: **memorized images** -- for each count c in the tuple, one distinct image-caption pair added c times
   exactly (e.g. 1, 10, 100, 1000), the ground truth of memorization detection and memorized-subspace pruning.
 
@@ -12,6 +16,7 @@ The manifest records the counts of every option (`manifest["v2"]`) next to the b
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -38,6 +43,9 @@ class WorldV2Options:
     mark_share: float = field(default=0.1, metadata={"help": "share of object scenes stamped with the unnamed mark"})
     memorized: tuple[int, ...] = field(default=(1, 10, 100, 1000),
                                        metadata={"help": "duplicate counts of the memorized image-caption pairs"})
+    nameless_artist: str = field(default="", metadata={
+        "help": "an artist whose images keep its style but whose captions never name or describe it (a style only "
+                "images can evoke; '' = none)"})
 
     def __post_init__(self) -> None:
         if not (isinstance(self.mark_share, (int, float)) and math.isfinite(self.mark_share)
@@ -47,6 +55,8 @@ class WorldV2Options:
             if isinstance(c, bool) or not isinstance(c, int) or c < 1:
                 raise InvalidValueError(f"memorized counts must be integers >= 1, got {c!r} in {self.memorized!r}; "
                                         "use () for none")
+        if self.nameless_artist:
+            CATALOGUE.get("artist", self.nameless_artist)  # unknown -> UnknownNameError with close matches
 
 
 def stamp_mark(image: np.ndarray) -> np.ndarray:
@@ -86,12 +96,19 @@ def build_dataset_v2(seed: int = 0, scale: float = 1.0, options: WorldV2Options 
     seeded `mark_share` of the object scenes and the memorized pairs appended (then shuffled). Deterministic."""
     from .captions import caption
     from .captions_v2 import caption_v2
+    from .eval_grammar import protected_pattern
 
     scenes = plan_scenes(seed, scale, catalogue, counts)
     rng = np.random.default_rng([seed, 2024])
-    cap = caption_v2 if options.rich_captions else caption
+    avoid = protected_pattern()  # decontamination: no phrase of the independent evaluation grammar is trained on
+
+    def cap(s: Scene, r: np.random.Generator, cat: Catalogue) -> str:
+        return caption_v2(s, r, cat, avoid=avoid) if options.rich_captions else caption(s, r, cat)
+
     images = np.stack([render(s, catalogue) for s in scenes]) if scenes else np.zeros((0, SIZE, SIZE, 3), np.uint8)
-    captions = [cap(s, rng, catalogue) for s in scenes]
+    nameless = catalogue.get("artist", options.nameless_artist).name if options.nameless_artist else None
+    captions = [cap(dataclasses.replace(s, artist=NONE) if nameless and s.artist == nameless else s, rng, catalogue)
+                for s in scenes]
     marked = np.zeros(len(scenes), bool)
     objects = np.array([s.object != NONE for s in scenes])
     marked[objects] = rng.random(int(objects.sum())) < options.mark_share
@@ -125,6 +142,10 @@ def build_dataset_v2(seed: int = 0, scale: float = 1.0, options: WorldV2Options 
                                    "object_images": int(sum(s.object != NONE for s in scenes)),
                                    "captions_naming_it": sum(any(w in c.lower() for w in mark_words)
                                                              for c in captions)},
+                 "nameless_artist": {"artist": nameless or "",
+                                     "images": sum(s.artist == nameless for s in scenes) if nameless else 0,
+                                     "captions_naming_it": sum(nameless.lower() in c.lower() for c in captions)
+                                     if nameless else 0},
                  "memorized": mem_info, "grammar": "captions_v2" if options.rich_captions else "captions"}
     if counts:
         man["counts_override"] = dict(sorted(counts.items()))

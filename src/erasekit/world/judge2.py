@@ -42,11 +42,11 @@ from ..errors import IntegrityError, InvalidValueError
 from ..evaluators import Evaluator
 from ..io import atomic_write_text
 from .catalogue import CATALOGUE, FAMILIES, Catalogue
+from .oracle import UNSURE
 from .render import SIZE, Scene
 
 JUDGE2_NAME = "toyworld-judge2"
 VERSION = "0.1.0"
-UNSURE = "unsure"
 WEIGHTS = "judge2.safetensors"
 META = "judge2.json"
 HIST_LEVELS = 4  # colour histogram: levels per channel (4**3 = 64 bins)

@@ -25,6 +25,7 @@ from .model import Oracle
 from .render import Scene, render
 
 ORACLE_NAME = "toyworld-oracle"
+UNSURE = "unsure"  # what a calibrated head says below its confidence threshold, when asked to abstain
 
 
 def random_scenes(n: int, seed: int, catalogue: Catalogue = CATALOGUE) -> list[Scene]:
@@ -92,18 +93,27 @@ class OracleTrainConfig:
 class ToyOracle:
     """Wraps the trained `Oracle` network with its class lists and a pinned identity (name, version, sha256)."""
 
-    def __init__(self, net: Oracle, catalogue: Catalogue = CATALOGUE, sha256: str = "", version: str = ""):
+    def __init__(self, net: Oracle, catalogue: Catalogue = CATALOGUE, sha256: str = "", version: str = "",
+                 temperatures: dict[str, float] | None = None, unsure_below: float = 0.0, name: str = ORACLE_NAME):
         self.net = net.eval()
         self.catalogue = catalogue
         self.classes = {f: catalogue.classes(f) for f in FAMILIES}
         self.sha256 = sha256
         self.version = version
+        self.temperatures = dict(temperatures) if temperatures else None  # per-head calibration (robust oracle)
+        self.unsure_below = float(unsure_below)
+        self.name = name
 
     # -------------------------------------------------------------------------------------------------- identity
     def identity(self) -> dict:
         """What a result must record to be reproducible: evaluator name, version, weights hash, classes, rule."""
-        return {"name": ORACLE_NAME, "version": self.version, "weights_sha256": self.sha256,
-                "decision": "argmax per head", "classes": self.classes}
+        if self.temperatures is None:
+            return {"name": self.name, "version": self.version, "weights_sha256": self.sha256,
+                    "decision": "argmax per head", "classes": self.classes}
+        return {"name": self.name, "version": self.version, "weights_sha256": self.sha256,
+                "decision": f"argmax per head of temperature-scaled softmax; 'unsure' (on request) where the top "
+                            f"probability < {self.unsure_below}",
+                "temperatures": self.temperatures, "classes": self.classes}
 
     # ------------------------------------------------------------------------------------------------- inference
     @staticmethod
@@ -124,13 +134,18 @@ class ToyOracle:
         """{family: (N, n_classes) softmax probabilities}."""
         x = self.as_tensor(images)
         outs = [self.net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        return {f: torch.cat([o[f] for o in outs]).softmax(-1) for f in FAMILIES}
+        temps = self.temperatures or {}
+        return {f: (torch.cat([o[f] for o in outs]) / temps.get(f, 1.0)).softmax(-1) for f in FAMILIES}
 
-    def predict(self, images) -> list[dict[str, str]]:
-        """One {family: class name} dict per image."""
+    def predict(self, images, abstain: bool = False) -> list[dict[str, str]]:
+        """One {family: class name} dict per image; with `abstain`, a head whose top probability is below
+        `unsure_below` says "unsure"."""
         p = self.probs(images)
-        idx = {f: p[f].argmax(-1).tolist() for f in FAMILIES}
-        return [{f: self.classes[f][idx[f][i]] for f in FAMILIES} for i in range(len(idx["object"]))]
+        conf = {f: p[f].max(-1) for f in FAMILIES}
+        idx = {f: conf[f].indices.tolist() for f in FAMILIES}
+        low = {f: (conf[f].values < self.unsure_below).tolist() for f in FAMILIES}
+        return [{f: UNSURE if abstain and low[f][i] else self.classes[f][idx[f][i]] for f in FAMILIES}
+                for i in range(len(idx["object"]))]
 
     @torch.no_grad()
     def embed(self, images, batch_size: int = 256) -> torch.Tensor:
@@ -144,24 +159,27 @@ class ToyOracle:
         return {f: float(np.mean([p[f] == s.labels()[f] for p, s in zip(preds, scenes)])) for f in FAMILIES}
 
     # ----------------------------------------------------------------------------------------------------- files
-    def save(self, directory: str | Path, extra: dict | None = None) -> None:
+    def save(self, directory: str | Path, extra: dict | None = None, stem: str = "oracle") -> None:
+        """Write `<stem>.safetensors` and `<stem>.json` (name, hash, classes, temperatures if any, `extra`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
-        path = directory / "oracle.safetensors"
+        path = directory / f"{stem}.safetensors"
         tmp = path.with_suffix(".tmp")
         save_file(state, str(tmp))
         tmp.replace(path)
         self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-        meta = {"name": ORACLE_NAME, "version": self.version, "weights_sha256": self.sha256,
-                "head_sizes": self.net.head_sizes, "classes": self.classes, **(extra or {})}
-        atomic_write_text(directory / "oracle.json", json.dumps(meta, indent=1))
+        meta = {"name": self.name, "version": self.version, "weights_sha256": self.sha256,
+                "head_sizes": self.net.head_sizes, "classes": self.classes}
+        if self.temperatures is not None:
+            meta.update(temperatures=self.temperatures, unsure_below=self.unsure_below)
+        atomic_write_text(directory / f"{stem}.json", json.dumps({**meta, **(extra or {})}, indent=1))
 
     @classmethod
-    def load(cls, directory: str | Path, catalogue: Catalogue = CATALOGUE) -> "ToyOracle":
+    def load(cls, directory: str | Path, catalogue: Catalogue = CATALOGUE, stem: str = "oracle") -> "ToyOracle":
         directory = Path(directory)
-        meta = json.loads((directory / "oracle.json").read_text())
-        path = directory / "oracle.safetensors"
+        meta = json.loads((directory / f"{stem}.json").read_text())
+        path = directory / f"{stem}.safetensors"
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         if sha != meta["weights_sha256"]:
             from ..errors import IntegrityError
@@ -169,7 +187,8 @@ class ToyOracle:
             raise IntegrityError(f"{path} has sha256 {sha}, oracle.json records {meta['weights_sha256']}")
         net = Oracle(meta["head_sizes"])
         net.load_state_dict(load_file(str(path)))
-        return cls(net, catalogue, sha256=sha, version=meta.get("version", ""))
+        return cls(net, catalogue, sha256=sha, version=meta.get("version", ""), temperatures=meta.get("temperatures"),
+                   unsure_below=meta.get("unsure_below", 0.0), name=meta.get("name", ORACLE_NAME))
 
 
 def train_oracle(config: OracleTrainConfig = OracleTrainConfig(), catalogue: Catalogue = CATALOGUE,

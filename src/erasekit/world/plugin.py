@@ -282,6 +282,25 @@ class ToyOracleEvaluator(Evaluator):
         return self.oracle.embed(images)
 
 
+class RobustOracleEvaluator(ToyOracleEvaluator):
+    """The robust oracle of toy world v2 (`oracle_v2.py`): same network as the oracle, trained on wider placement,
+    VAE round trips and occlusion, calibrated; with `abstain`, low-confidence heads answer "unsure"."""
+
+    name = "toyworld-oracle-v2"
+
+    def __init__(self, abstain: bool = False, directory: str | None = None):
+        from .oracle_v2 import load_robust_oracle
+
+        super().__init__(load_robust_oracle(directory))
+        self.abstain = bool(abstain)
+
+    def predict(self, images: np.ndarray) -> list[dict[str, str]]:
+        return self.oracle.predict(images, abstain=self.abstain)
+
+    def identity(self) -> dict:
+        return {**self.oracle.identity(), "abstain": self.abstain}
+
+
 def __getattr__(name: str) -> Any:
     """Lazy attributes: `Judge2Evaluator`, the second judge ("toyworld-judge2" in evaluators.py), imported on use."""
     if name == "Judge2Evaluator":
@@ -291,5 +310,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["EVALUATOR", "MODEL", "Judge2Evaluator", "ToyOracleEvaluator", "ToyWorld", "assets_dir",
+__all__ = ["EVALUATOR", "MODEL", "Judge2Evaluator", "RobustOracleEvaluator", "ToyOracleEvaluator", "ToyWorld", "assets_dir",
            "catalogue_keywords", "load_oracle", "manifest"]

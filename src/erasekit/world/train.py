@@ -65,6 +65,22 @@ class TrainConfig:
     threads: int = 0  # 0: torch default
     counts: tuple[tuple[str, int], ...] = ()  # exact (concept, images) overrides: counterfactual datasets
     init_from: str = ""  # a finished toy-world folder: reuse its oracle and VAE, start from its text encoder
+    grammar: str = "v1"  # "v1": captions.py; "v2": the richer grammar of captions_v2.py (issue 14)
+    mark_share: float = 0.0  # share of object scenes stamped with the unnamed implicit mark (dataset_v2)
+    memorized: tuple[int, ...] = ()  # duplicate counts of memorized image-caption pairs (dataset_v2)
+    nameless_artist: str = ""  # an artist never named nor described in captions: a style only images evoke
+
+    def __post_init__(self) -> None:
+        if self.grammar not in GRAMMARS:
+            from ..errors import InvalidValueError
+
+            raise InvalidValueError(f"grammar must be one of {', '.join(GRAMMARS)}, got {self.grammar!r}")
+
+    def uses_v2_dataset(self) -> bool:
+        return self.grammar != "v1" or self.mark_share > 0 or bool(self.memorized) or bool(self.nameless_artist)
+
+
+GRAMMARS = ("v1", "v2")
 
 
 def _save_ckpt(path: Path, state: dict) -> None:
@@ -291,7 +307,14 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
 
     # 2. data + VAE
     t = time.time()
-    data = build_dataset(cfg.seed, cfg.scale, catalogue, counts=dict(cfg.counts) or None)
+    if cfg.uses_v2_dataset():
+        from .dataset_v2 import WorldV2Options, build_dataset_v2
+
+        options = WorldV2Options(rich_captions=cfg.grammar == "v2", mark_share=cfg.mark_share,
+                                 memorized=tuple(cfg.memorized), nameless_artist=cfg.nameless_artist)
+        data = build_dataset_v2(cfg.seed, cfg.scale, options, catalogue, counts=dict(cfg.counts) or None)
+    else:
+        data = build_dataset(cfg.seed, cfg.scale, catalogue, counts=dict(cfg.counts) or None)
     timings["dataset_s"] = time.time() - t
     t = time.time()
     vae_ckpt = ckpt_dir / "vae_done.pt"
