@@ -226,6 +226,30 @@ def get_evaluator(spec: str | Evaluator, **options: Any) -> Evaluator:
     return check_evaluator(str(spec), options)(**options)
 
 
+def parse_evaluator_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """"name" or "name:key=value,key=value" -> (name, options); values true/false, numbers, else strings. A
+    malformed option names itself and the form to use."""
+    name, _, rest = str(spec).partition(":")
+    options: dict[str, Any] = {}
+    for pair in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise InvalidValueError(f"evaluator option {pair!r} in {spec!r} is not key=value; e.g. "
+                                    f"'{name}:abstain=true'")
+        v: Any = value.strip()
+        if v.lower() in ("true", "false"):
+            v = v.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    v = cast(v)
+                    break
+                except ValueError:
+                    pass
+        options[key.strip()] = v
+    return name.strip(), options
+
+
 def check_evaluator(name: str, options: Mapping[str, Any] | None = None) -> type[Evaluator]:
     """The evaluator class registered as `name`, after checking the option names (nothing is built or imported)."""
     cls = evaluators.get(name)
@@ -237,4 +261,5 @@ def check_evaluator(name: str, options: Mapping[str, Any] | None = None) -> type
 
 
 __all__ = ["CallableEvaluator", "Evaluator", "NUDENET_CLASSES", "NUDENET_THRESHOLD", "NUDENET_VERSION",
-           "NudeNetEvaluator", "UNLEARNDIFFATK_CLASSES", "check_evaluator", "evaluators", "get_evaluator"]
+           "NudeNetEvaluator", "UNLEARNDIFFATK_CLASSES", "check_evaluator", "evaluators", "get_evaluator",
+           "parse_evaluator_spec"]

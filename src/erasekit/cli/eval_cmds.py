@@ -37,8 +37,14 @@ def _progress(adv):
               help="model dtype (float16 on GPUs for full-size SD)")
 @click.option("--out", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
 @click.option("--verify-key", default=None, type=click.Path(exists=True, dir_okay=False), help="refuse --edit files not signed with this key file (HMAC-SHA256)")
+@click.option("--evaluator", default=None, help='judge replacing the suite\'s, with options, e.g. "toyworld-judge2" or '
+              '"toyworld-oracle-v2:abstain=true" (see `erasekit ls evaluators`)')
+@click.option("--images-from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="reuse the generated images of a finished run (content-keyed: only identical units are reused), "
+                   "e.g. to judge the same images with a second --evaluator, then `erasekit agree RUN RUN2`")
 @friendly_errors
-def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, device, dtype, out, verify_key) -> None:
+def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, device, dtype, out, verify_key,
+             evaluator, images_from) -> None:
     """Evaluate the base model (and an edited/shielded one) on a suite: results.json, samples.jsonl, report.html."""
     from ..edits import Edit
     from ..evaluation import BASE, Variant, evaluate, evaluator_for
@@ -54,12 +60,17 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
     if edits or shield:
         variants.append(Variant(name, edits=tuple(edits), shield=shield, attack=attack))
     targets, judge = None, None
+    if evaluator is not None:
+        from ..evaluators import get_evaluator, parse_evaluator_spec
+
+        judge_name, judge_options = parse_evaluator_spec(evaluator)
+        judge = get_evaluator(judge_name, **judge_options)
     if concepts is not None:
         targets = [c.strip() for c in concepts.split(",") if c.strip()]
         if not targets:
             raise click.UsageError(f"--concepts {concepts!r} names no concept; give names separated by commas")
     elif edits:
-        judge = evaluator_for(s)  # built once, handed to evaluate
+        judge = judge or evaluator_for(s)  # built once, handed to evaluate
         world = s.world_for(judge)
         erased = [c for e in loaded for c in e.manifest.get("erase", [])]
         targets = []
@@ -73,6 +84,11 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
     from ..io import RunLock, check_writable_dir
 
     check_writable_dir(out)
+    if images_from is not None:
+        from ..evaluation.generate import reuse_images
+
+        n = reuse_images(images_from, out)
+        console.print(f"reusing {n} cached image file(s) of {images_from}")
     pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
     with RunLock(out), progress_bar("evaluating", None) as adv:
         res = evaluate(s, variants, out, model=model, targets=targets, progress=_progress(adv), clip=clip, pipe=pipe,
@@ -80,6 +96,31 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
     report = write_report(out)
     print_summary(res)
     console.print(f"[bold green]report:[/] {report}")
+
+
+@click.command("agree")
+@click.argument("run_a", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_b", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+              help="also write the table as JSON to this file (refuses an existing file)")
+@friendly_errors
+def agree_cmd(run_a, run_b, json_out) -> None:
+    """Agreement of two judges on the same images: two runs of one suite differing only in --evaluator (make the
+    second with --images-from RUN_A); per set and family, as a markdown table."""
+    import json
+    from pathlib import Path
+
+    from ..errors import InvalidValueError
+    from ..evaluation.agreement import agreement, agreement_table
+    from ..io import atomic_write_text
+
+    if json_out is not None and Path(json_out).exists():
+        raise InvalidValueError(f"--json {json_out!r} exists; choose another file name")
+    table = agreement(run_a, run_b)
+    click.echo(agreement_table(table, Path(run_a).name, Path(run_b).name))
+    if json_out is not None:
+        atomic_write_text(Path(json_out), json.dumps({"run_a": str(run_a), "run_b": str(run_b), "table": table},
+                                                     indent=1))
 
 
 @click.command("report")
@@ -240,4 +281,4 @@ def print_summary(res: dict, columns: tuple[str, ...] = ()) -> None:
 from .erase_cmds import bench_closed_form_cmd  # noqa: E402
 
 bench_cmd.add_command(bench_closed_form_cmd)
-COMMANDS = [eval_cmd, bench_cmd, report_cmd]
+COMMANDS = [eval_cmd, bench_cmd, report_cmd, agree_cmd]

@@ -48,6 +48,32 @@ def save_images(path: Path, images: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def reuse_images(run_dir: str | Path, out: str | Path) -> int:
+    """Make the plain units' cached images of a finished run (`run_dir/cache/*.npz`) available to a run in `out`
+    (hard links, else copies; files `out` already has are kept). Cache files are named by their content key, so only
+    units with identical model, sampling, edits, prompts and seeds are ever reused. Returns how many were added."""
+    import shutil
+
+    from ..errors import InvalidValueError
+
+    src = Path(run_dir) / "cache"
+    if not src.is_dir():
+        raise InvalidValueError(f"{str(run_dir)!r} holds no cache/ folder; give the folder of a finished evaluation")
+    dst = Path(out) / "cache"
+    dst.mkdir(parents=True, exist_ok=True)
+    added = 0
+    for f in sorted(src.glob("*.npz")):
+        target = dst / f.name
+        if target.exists():
+            continue
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
+        added += 1
+    return added
+
+
 def attack_done(directory: Path) -> bool:
     """True if the attack unit's result.json and images are complete (a corrupt one is discarded)."""
     import json
