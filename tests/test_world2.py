@@ -211,3 +211,18 @@ def test_robust_oracle_trains_calibrates_saves_and_abstains(tmp_path):
     assert all(v != "unsure" for p in back.predict(img) for v in p.values())
     with pytest.raises(InvalidValueError, match="plain_share"):
         RobustOracleConfig(plain_share=1.5)
+
+
+def test_shipped_robust_oracle_reads_clean_and_wide_renders():
+    from erasekit.evaluators import get_evaluator
+    from erasekit.world.judge2 import render_wide
+    from erasekit.world.oracle import random_scenes
+    from erasekit.world.render import render
+
+    ev = get_evaluator("toyworld-oracle-v2", abstain=True)
+    assert ev.identity()["name"] == "toyworld-oracle-v2" and ev.identity()["temperatures"]
+    scenes = random_scenes(60, 4321)
+    for images in (np.stack([render(s) for s in scenes]), np.stack([render_wide(s, 6.0, (0.75, 1.25)) for s in scenes])):
+        preds = ev.predict(images)
+        acc = np.mean([p[f] == s.labels()[f] for p, s in zip(preds, scenes) for f in ("object", "character", "colour")])
+        assert acc >= 0.9, acc

@@ -98,6 +98,17 @@ def eval_cmd(model, edits, shield, attack, suite, concepts, name, limit, clip, d
     console.print(f"[bold green]report:[/] {report}")
 
 
+def _judge_name(run_dir: str) -> str:
+    """The evaluator a run was judged by (its results.json provenance), else the folder's name."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads((Path(run_dir) / "results.json").read_text())["provenance"]["evaluator"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(run_dir).name
+
+
 @click.command("agree")
 @click.argument("run_a", type=click.Path(exists=True, file_okay=False))
 @click.argument("run_b", type=click.Path(exists=True, file_okay=False))
@@ -117,7 +128,7 @@ def agree_cmd(run_a, run_b, json_out) -> None:
     if json_out is not None and Path(json_out).exists():
         raise InvalidValueError(f"--json {json_out!r} exists; choose another file name")
     table = agreement(run_a, run_b)
-    click.echo(agreement_table(table, Path(run_a).name, Path(run_b).name))
+    click.echo(agreement_table(table, _judge_name(run_a), _judge_name(run_b)))
     if json_out is not None:
         atomic_write_text(Path(json_out), json.dumps({"run_a": str(run_a), "run_b": str(run_b), "table": table},
                                                      indent=1))
