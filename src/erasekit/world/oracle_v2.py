@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"step {step}/{cfg.steps} loss {loss:.4f} {time.strftime('%H:%M:%S')}", flush=True)
 
     oracle, info = train_robust_oracle(cfg, progress=progress)
+    info["command"] = "python -m erasekit.world.oracle_v2 " + " ".join(sys.argv[1:] if argv is None else argv)
     oracle.save(out, {"training": info}, stem=STEM)
     print(json.dumps(info, indent=1))
 
