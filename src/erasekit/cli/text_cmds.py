@@ -147,15 +147,18 @@ def eval_cmd(model: str, edits: tuple[str, ...], retrained: str, world_dir: str 
     lm, tok, folder = load_text_model(model)
     w = resolve_world(world_dir, folder)
     loaded = [Edit.load(e, lm) for e in edits]
-    auc_ret = None
+    auc_ret, ref, rtok = None, None, None
     if retrained.lower() != "none":
         ref, rtok, _ = load_text_model(retrained)
         auc_ret = mink_auc(ref, rtok, *privleak_texts(w))
-        del ref
     t0 = time.perf_counter()
     for e in loaded:
         e.apply(lm)
     metrics, rows = evaluate_lm(lm, tok, w, auc_ret)
+    if ref is not None:  # RESTOR-style: distance to the model that never learned the forget split
+        from ..text.restor import reference_distance
+
+        metrics.update(reference_distance(lm, tok, ref, rtok, w))
     results = {"format": "erasekit.text.results/1", "model": str(folder), "edits": [
         {"path": p, "method": e.method, "edited_sha256": e.manifest["edited_sha256"]} for p, e in zip(edits, loaded)],
         "world_sha256": w.content_sha256(), "auc_retrained": auc_ret, "metrics": metrics,
@@ -167,17 +170,20 @@ def eval_cmd(model: str, edits: tuple[str, ...], retrained: str, world_dir: str 
 
 
 @text.command("attack")
-@click.option("--kind", type=click.Choice(["relearn", "in-context"]), required=True)
+@click.option("--kind", type=click.Choice(["relearn", "in-context", "step-by-step", "restor"]), required=True)
 @click.option("--model", default="textworld", show_default=True, help="a causal-LM folder, or textworld")
 @click.option("--edit", "edits", multiple=True, help="edit file(s) to apply first (the unlearned model)")
 @click.option("--world", "world_dir", default=None, help="world folder (default: the model's world)")
 @click.option("--budgets", default="0,5,10,20", show_default=True, help="relearn: fine-tuning steps to measure at")
+@click.option("--method", "methods", multiple=True, help="restor: unlearning method(s) run on the injected wrong "
+              "facts (repeatable; default: ga and npo)")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run folder (results.json)")
 @click.option("--overwrite", is_flag=True)
 @friendly_errors
-def attack_cmd(kind: str, model: str, edits: tuple[str, ...], world_dir: str | None, budgets: str, out: str,
-               overwrite: bool) -> None:
-    """Try to revive unlearned knowledge: relearning on part of the forget split, or facts given in the prompt."""
+def attack_cmd(kind: str, model: str, edits: tuple[str, ...], world_dir: str | None, budgets: str,
+               methods: tuple[str, ...], out: str, overwrite: bool) -> None:
+    """Try to revive unlearned knowledge: relearning on part of the forget split, facts given in the prompt,
+    step-by-step reasoning chains, or RESTOR (inject wrong facts, unlearn them, measure recovery)."""
     from ..edits import Edit
     from ..errors import InvalidValueError
     from ..io import check_writable
@@ -190,6 +196,13 @@ def attack_cmd(kind: str, model: str, edits: tuple[str, ...], world_dir: str | N
         steps = tuple(int(b) for b in budgets.split(",") if b.strip())
     except ValueError:
         raise InvalidValueError(f"--budgets must be comma-separated step counts, got {budgets!r}") from None
+    if methods and kind != "restor":
+        raise InvalidValueError(f"--method is for --kind restor, not {kind}")
+    if methods:
+        from ..text.unlearn import text_unlearners
+
+        for m in methods:
+            text_unlearners.get(m)  # unknown name -> one line with close matches, before any work
     lm, tok, folder = load_text_model(model)
     w = resolve_world(world_dir, folder)
     loaded = [Edit.load(e, lm) for e in edits]
@@ -197,11 +210,19 @@ def attack_cmd(kind: str, model: str, edits: tuple[str, ...], world_dir: str | N
         e.apply(lm)
     if kind == "relearn":
         res = attacks.relearn(lm, tok, w, attacks.RelearnConfig(budgets=steps))
+    elif kind == "step-by-step":
+        from ..text.reasoning_attack import step_by_step
+
+        res = step_by_step(lm, tok, w)
+    elif kind == "restor":
+        from ..text.restor import restor
+
+        res = restor(lm, tok, w, list(methods) or ["ga", "npo"])
     else:
         res = attacks.in_context(lm, tok, w.qa("forget"))
     write_results(out, {"format": "erasekit.text.attack/1", "kind": kind, "model": str(folder),
                         "edits": list(edits), "world_sha256": w.content_sha256(), "result": res})
-    click.echo(json.dumps(res.get("curve", res)))
+    click.echo(json.dumps(res.get("curve") or {k: v for k, v in res.items() if k != "rows"}))
 
 
 @text.command("curve")
@@ -225,5 +246,9 @@ def curve_cmd(model: str, world_dir: str | None, out: str, overwrite: bool) -> N
     click.echo(f"accuracy by frequency: {res['accuracy_by_frequency']}; change point at "
                f"{res['threshold']['threshold']}")
 
+
+from .text_mark_cmds import mark as _text_mark  # noqa: E402  (`erasekit text mark ...`)
+
+text.add_command(_text_mark)
 
 COMMANDS = [text]

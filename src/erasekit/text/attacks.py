@@ -8,8 +8,12 @@ relearn      Relearning: fine-tune the unlearned model on a small part of the fo
 in_context   In-context re-introduction (Shumailov et al., "UnUnlearning: Unlearning is not sufficient for content
              regulation in advanced generative AI", arXiv:2407.00106): the fact is stated in the prompt before the
              question; an unlearned model that answers uses knowledge supplied at inference time.
+step_by_step Step-by-step reasoning (Sleek, arXiv:2506.17279): chains of sub-questions answered by the model
+             itself lead it to the forgotten fact; in reasoning_attack.py (`TEXT_ATTACKS["step-by-step"]`).
+restor       RESTOR (Rezaei et al., TMLR 2025): inject wrong facts, unlearn them, measure recovery of the clean
+             answers; and `reference_distance` to the retrained model; in restor.py.
 
-Both take a model with the edit already applied (or any model) and never leave weights changed.
+All take a model with the edit already applied (or any model) and never leave weights changed.
 """
 
 from __future__ import annotations
@@ -91,6 +95,12 @@ def relearn(model: Any, tokenizer: Any, world: Any, config: RelearnConfig | None
         curve.append({"steps": steps, "qa_acc_shown": acc_shown, "qa_acc_unseen": acc_unseen, "verbmem_f": vm})
     return {"shown": shown, "unseen": unseen, "config": {"shown_fraction": cfg.shown_fraction, "lr": cfg.lr,
                                                            "budgets": list(cfg.budgets)}, "curve": curve}
+
+
+# every text attack by its `erasekit text attack --kind` name -> "module:function" (imported on use)
+TEXT_ATTACKS = {"relearn": "erasekit.text.attacks:relearn", "in-context": "erasekit.text.attacks:in_context",
+                "step-by-step": "erasekit.text.reasoning_attack:step_by_step",
+                "restor": "erasekit.text.restor:restor"}
 
 
 def fact_statement(fact: Any) -> str:

@@ -4,15 +4,23 @@ Models", arXiv:2407.06460).
     verbmem_f   verbatim memorisation: ROUGE-L F1 of greedy continuations of forget-book prefixes (lower = forgot)
     knowmem_f   knowledge memorisation on forget facts: ROUGE-L F1 of greedy answers to their questions (lower)
     knowmem_r   knowledge on retain facts = utility preservation (higher)
-    privleak    (AUC - AUC_retrained) / AUC_retrained * 100, AUC of Min-40% prob separating forget members from
-                holdout non-members (near 0 = behaves like the retrained model; large |value| = leaks or over-forgets)
+    privleak    (AUC - AUC_retrained) / AUC_retrained * 100 with MUSE's AUC `forget_holdout_Min-40%`: Min-40% prob
+                with the holdout texts as the positive class (near 0 = behaves like the retrained model; about
+                -100 = still separates forget texts from holdout texts like the trained model: under-unlearning;
+                large positive = forget texts now look less likely than never-seen ones: over-unlearning)
     scalability / sustainability: the same metrics across forget-set sizes / after sequential requests (see
                 `scalability_runs` / `sustainability_runs`)
 
 Also reported: exact-match QA accuracy (`qa_acc_forget`, `qa_acc_retain`), usable with the ground truth of the text
 world. Implementation notes vs the official code (swj0419/muse_bench, metrics/): ROUGE-L via `rouge-score` without
 stemming, as there; greedy decoding; the Min-K% score is the mean of the lowest k% token log-probs (members score
-higher) and the AUC is computed by ranks (Mann-Whitney), equal to sklearn's roc_auc.
+higher) and the AUC is computed by ranks (Mann-Whitney), equal to sklearn's roc_auc. PrivLeak's AUC has the official
+orientation (metrics/privleak.py labels the first split of "forget_holdout" 0 and the holdout split 1 and ranks by
+-ppl = mean low log-prob; its README: in `forget_holdout_Min-40%` forget is the non-member side, holdout the member
+side), so a model that memorised the forget texts has AUC ~ 0 and PrivLeak ~ -100. Until 2026-11-29 erasekit
+ranked the forget texts as the positive class, which flips the sign and rescales PrivLeak (+63.6 instead of -100
+for the text-world base model; BENCHMARKS.md, text world).
+The first token of a text is not scored (no BOS is prepended); the official code scores it after Llama's BOS.
 """
 
 from __future__ import annotations
@@ -66,7 +74,8 @@ def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> fl
 
 
 def privleak(auc_model: float, auc_retrained: float) -> float:
-    """MUSE's PrivLeak in percent: (AUC - AUC_retrained) / AUC_retrained * 100."""
+    """MUSE's PrivLeak in percent: (AUC - AUC_retrained) / AUC_retrained * 100, both AUCs from `mink_auc`
+    (holdout = positive class): negative = under-unlearning (-100 at AUC 0), positive = over-unlearning."""
     if not auc_retrained > 0:
         raise InvalidValueError(f"the retrained model's AUC must be > 0, got {auc_retrained!r}")
     return (auc_model - auc_retrained) / auc_retrained * 100.0
@@ -161,10 +170,19 @@ def knowmem(model: Any, tokenizer: Any, facts: Sequence[Any], context: str | Cal
     return float(np.mean(scores)), float(np.mean(exact)), rows
 
 
+def forget_holdout_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
+    """MUSE's `forget_holdout_*` AUC from membership scores (higher = looks more like training data, e.g. Min-K%
+    prob): the probability that a holdout text scores above a forget text, i.e. the holdout texts are the positive
+    class, as in the official metrics/privleak.py (sweep(ppl, y) with y = 1 for holdout, ranking by -ppl). A model
+    that memorised the forget texts gets ~0, one that never saw either set ~0.5."""
+    return auc(holdout_scores, forget_scores)
+
+
 def mink_auc(model: Any, tokenizer: Any, members: Sequence[str], nonmembers: Sequence[str]) -> float:
-    """AUC of Min-40% prob separating `members` from `nonmembers`."""
-    return auc(min_k_scores(token_logprobs(model, tokenizer, members)),
-               min_k_scores(token_logprobs(model, tokenizer, nonmembers)))
+    """MUSE's PrivLeak AUC (`forget_holdout_Min-40%`, see `forget_holdout_auc`) of `members` (the forget texts)
+    against `nonmembers` (the holdout texts)."""
+    return forget_holdout_auc(min_k_scores(token_logprobs(model, tokenizer, members)),
+                              min_k_scores(token_logprobs(model, tokenizer, nonmembers)))
 
 
 def privleak_texts(world: Any) -> tuple[list[str], list[str]]:
