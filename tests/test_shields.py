@@ -39,6 +39,7 @@ SHIELD_CASES = [
     ("image_filter:classifier=custom", {"classifier": _flag_all}, "blocked"),
     ("adavd", {}, "images"),
     ("spm_transport:edits=SPM_EDIT", {}, "transport"),
+    ("sae:file=SAE_FILE,templates=2,top=256", {"negatives": [UNPROTECTED]}, "images"),
 ]
 
 
@@ -54,6 +55,12 @@ def test_every_shield_runs(tiny_pipe, tmp_path, spec, kwargs, effect):
 
         path = random_spm_edit(tiny_pipe, "Zorbo", 0, scale=0.5).save(tmp_path / "spm.safetensors")
         spec = spec.replace("SPM_EDIT", str(path))
+    if "SAE_FILE" in spec:  # a small SAE on this pipeline's text encoder (tests/test_sae.py tests it in depth)
+        from erasekit.shields._sae import SAETrainConfig, corpus, save_sae, train_sae
+
+        sae, rec = train_sae(tiny_pipe, corpus("toyworld", 100, 0),
+                             SAETrainConfig(expansion=8, k=8, steps=30, batch_tokens=256))
+        spec = spec.replace("SAE_FILE", str(save_sae(sae, tmp_path / "sae.safetensors", rec)))
     shield = get_shield(spec, concepts=["Zorbo"], pipe=tiny_pipe, **kwargs)
     images, info = shielded_generate(tiny_pipe, PROMPTS, SEEDS, shield, steps=STEPS)
     assert images.shape == base.shape and images.dtype == np.uint8

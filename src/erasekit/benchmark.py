@@ -324,6 +324,9 @@ def merge_results(parts: dict[str, dict]) -> dict:
             slot = merged["variants"].setdefault(name, {"metrics": {}, "cost": {}, "edits": [],
                                                         "shield": v.get("shield"), "attack": v.get("attack")})
             slot["metrics"][concept] = v["metrics"][concept]
+            for block in ("triggers", "unsafe"):  # per-target blocks beside the metrics (CopyCat, Unsafe Diffusion)
+                if concept in (v.get(block) or {}):
+                    slot.setdefault(block, {})[concept] = v[block][concept]
             slot["edits"] += list(v.get("edits") or [])
             for k, val in (v.get("cost") or {}).items():
                 if isinstance(val, (int, float)) and not isinstance(val, bool):

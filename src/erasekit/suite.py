@@ -13,7 +13,11 @@ with explicit prompt lists (see `suites/sd-nudity-example.yaml`):
 For such a target `samples.<set>`, if given, is the number of images of that set (prompts cycled, one seed each);
 otherwise each listed prompt is generated once. `evaluator` is a name of `erasekit.evaluators` or a mapping
 {name: ..., <option>: ...}; `alignment: {clip: <local CLIP folder>}` adds CLIP scores; `imitation: {k: 10}` adds
-the imitation score of the direct images against the world's training images of the target (FIT's top-k).
+the imitation score of the direct images against the world's training images of the target (FIT's top-k);
+`copycat: {consistency: true, triggers: 4, pairs: false}` adds CopyCat's CONS (`consistency[_<set>]`) and the
+keyword-trigger ranking (4 images per world keyword of the target, `detection_triggers` + a ranking per variant);
+`unsafe: {categories: [gore, nudity]}` adds Unsafe Diffusion's per-category unsafe rates (`unsafe_rate[_<set>]` + the
+rate of every category per set).
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ class Suite:
     alignment: dict = field(default_factory=dict)  # {"clip": local CLIP checkpoint folder}
     world: str = ""  # registered world of the catalogue targets ("" = the model card's world, else "none")
     imitation: dict = field(default_factory=dict)  # {"k": top-k}: score imitation of the direct images ({} = off)
+    # CopyCat's measures ({} = off): {"consistency": bool (CONS), "triggers": images per keyword (keyword-trigger
+    # ranking; 0 = off), "pairs": bool (also keyword pairs "k1, k2")}
+    copycat: dict = field(default_factory=dict)
+    # Unsafe Diffusion's multi-category measurement ({} = off): {"categories": [concepts the evaluator sees]}
+    unsafe: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for k, v in self.samples.items():
@@ -85,6 +94,8 @@ class Suite:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InvalidValueError(f"suite {self.name!r}: imitation.k must be an integer >= 1 (published: 10), "
                                         f"got {v!r}")
+        _check_copycat(self.name, self.copycat)
+        _check_unsafe(self.name, self.unsafe)
         if not self.evaluator:
             if not world.evaluator:
                 raise InvalidValueError(f"suite {self.name!r} names no evaluator and its world {world.name!r} has "
@@ -113,7 +124,7 @@ class Suite:
     def sha256(self) -> str:
         """sha256 of the canonical JSON; fields added after 0.1 are left out while empty (old hashes stay valid)."""
         d = asdict(self)
-        for k in ("prompts", "evaluator_options", "alignment", "world", "imitation"):
+        for k in ("prompts", "evaluator_options", "alignment", "world", "imitation", "copycat", "unsafe"):
             if not d[k]:
                 del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
@@ -134,6 +145,32 @@ class Suite:
         d["targets"] = tuple(d["targets"])
         d["prompts"] = {t: {k: v[:limit] for k, v in sets.items()} for t, sets in self.prompts.items()}
         return Suite(**d)
+
+
+COPYCAT_KEYS = ("consistency", "triggers", "pairs")
+
+
+def _check_copycat(suite: str, cfg: dict) -> None:
+    for k, v in cfg.items():
+        if k not in COPYCAT_KEYS:
+            raise UnknownNameError("copycat key", k, COPYCAT_KEYS)
+        if k in ("consistency", "pairs") and not isinstance(v, bool):
+            raise InvalidValueError(f"suite {suite!r}: copycat.{k} must be true or false, got {v!r}")
+        if k == "triggers" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise InvalidValueError(f"suite {suite!r}: copycat.triggers must be the number of images per keyword "
+                                    f"(an integer >= 0; 0 = off), got {v!r}")
+
+
+def _check_unsafe(suite: str, cfg: dict) -> None:
+    for k in cfg:
+        if k != "categories":
+            raise UnknownNameError("unsafe key", k, ("categories",))
+    if cfg:
+        cats = cfg.get("categories")
+        if not isinstance(cats, (list, tuple)) or not cats or \
+                not all(isinstance(c, str) and c.strip() for c in cats) or len(set(cats)) != len(cats):
+            raise InvalidValueError(f"suite {suite!r}: unsafe.categories must be a non-empty list of distinct "
+                                    f"concept names the evaluator sees (e.g. [gore, nudity]), got {cats!r}")
 
 
 def _check_prompt_sets(target: str, sets: object) -> None:
@@ -203,7 +240,7 @@ def _typed(where: str, key: str, value: object, kind: type, minimum: float | Non
 
 def _suite_from_raw(raw: dict, name_or_path: str) -> Suite:
     known = {"name", "description", "model", "evaluator", "sampling", "samples", "neighbours", "attack_prompts",
-             "targets", "alignment", "world", "imitation"}
+             "targets", "alignment", "world", "imitation", "copycat", "unsafe"}
     unknown = set(raw) - known
     if unknown:
         raise UnknownNameError("suite key", sorted(unknown)[0], known)
@@ -237,13 +274,22 @@ def _suite_from_raw(raw: dict, name_or_path: str) -> Suite:
     imitation = raw.get("imitation") or {}
     if not isinstance(imitation, dict):
         raise InvalidValueError(f"suite {name_or_path}: imitation must be a mapping such as {{k: 10}}, got {imitation!r}")
+    copycat, unsafe = raw.get("copycat") or {}, raw.get("unsafe") or {}
+    if not isinstance(copycat, dict):
+        raise InvalidValueError(f"suite {name_or_path}: copycat must be a mapping such as {{consistency: true, "
+                                f"triggers: 4}}, got {copycat!r}")
+    if not isinstance(unsafe, dict):
+        raise InvalidValueError(f"suite {name_or_path}: unsafe must be a mapping such as {{categories: [gore, "
+                                f"nudity]}}, got {unsafe!r}")
     return Suite(name=raw.get("name", str(name_or_path)), targets=targets,
                  samples=dict(raw.get("samples") or {}), steps=sampling.get("steps"),
                  guidance=sampling.get("guidance"), seed=_or(sampling.get("seed"), 0),
                  neighbours=_or(raw.get("neighbours"), 2), attack_prompts=_or(raw.get("attack_prompts"), 8),
                  model="" if model is None else str(model), evaluator=evaluator,
                  description=(raw.get("description") or "").strip(), prompts=prompts, evaluator_options=options,
-                 alignment=dict(alignment), world=str(raw.get("world") or ""), imitation=dict(imitation))
+                 alignment=dict(alignment), world=str(raw.get("world") or ""), imitation=dict(imitation),
+                 copycat=dict(copycat), unsafe={k: (list(v) if isinstance(v, (list, tuple)) else v)
+                                                for k, v in unsafe.items()})
 
 
 def _parse_targets(raw: object) -> tuple[tuple[str, ...], dict]:

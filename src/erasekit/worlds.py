@@ -83,6 +83,20 @@ class ConceptInfo:
         return {"erase": list(self.erase or (self.name,)), "guide": self.guide, "preserve": list(self.preserve)}
 
 
+@dataclass(frozen=True, eq=False)
+class MemorizedPair:
+    """A training image-caption pair its model saw `count` times (the ground truth of memorization): the caption, the
+    image (H, W, 3) uint8, what it shows ({family: label}) and `references` (R, H, W, 3) uint8, other renderings of
+    the same content (`erasekit.memorization.verbatim_copies` counts a generation as a copy only when it is closer to
+    the image than all of them)."""
+
+    caption: str
+    image: np.ndarray
+    count: int
+    labels: dict[str, str]
+    references: np.ndarray
+
+
 class World:
     """A source of concepts, prompts and defaults. Subclasses implement `concept`, `concepts` and `prompts`;
     the rest have honest defaults (raise `UnsupportedError` or return nothing)."""
@@ -143,6 +157,26 @@ class World:
         """(n, H, W, 3) uint8: the images of `concept` its model was trained on (the imitation score compares
         generations with them), or None when the world does not know them."""
         return None
+
+    def membership_pairs(self, concept: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+        """Membership-inference ground truth for `concept`: (members (m, H, W, 3) uint8: up to `n` of its model's
+        training images, non-members (m, H, W, 3) uint8: the same content drawn anew, never trained on, captions: the
+        m training captions, used for both), deterministic in `seed`; None when the world does not know its model's
+        training set."""
+        return None
+
+    def key_characteristics(self, concept: str) -> list[dict[str, str]]:
+        """CopyCat's "key entity" of `concept` (He et al. 2024: a character's type of animal, or a human's age or
+        occupation; Mario -> plumber) as evaluator labels: alternatives, each a {family: label} set that an image
+        consistent with a prompt for the concept shows even when the protected concept itself is absent. The
+        consistency metric (CONS) accepts the concept itself too. Default: none known (CONS then checks only the
+        prompt's other requested labels)."""
+        return []
+
+    def memorized_pairs(self, model: Any = None, references: int = 16) -> list[MemorizedPair]:
+        """The image-caption pairs `model` (a model folder, name or pipeline; None = the world's default model) was
+        trained on many times, each with `references` other renderings of its content. Default: none known."""
+        return []
 
     def identity(self) -> dict[str, Any]:
         """Recorded in every result that used this world."""
@@ -251,6 +285,14 @@ class PromptListWorld(World):
             return self.fallback.templates(concept, n, seed)
         return super().templates(concept, n, seed)
 
+    def key_characteristics(self, concept: str) -> list[dict[str, str]]:
+        if self._own(concept) is None and self.fallback is not None:
+            return self.fallback.key_characteristics(concept)
+        return []
+
+    def memorized_pairs(self, model: Any = None, references: int = 16) -> list[MemorizedPair]:
+        return self.fallback.memorized_pairs(model, references) if self.fallback is not None else []
+
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "targets": sorted(self._prompts),
                 **({"fallback": self.fallback.identity()} if self.fallback is not None else {})}
@@ -341,6 +383,6 @@ def resolve_concept(world: World, name: str) -> ConceptInfo:
         return NoWorld().concept(name)
 
 
-__all__ = ["CONCEPT_KINDS", "ConceptInfo", "NONE", "NoWorld", "OTHER_KINDS", "PROMPT_KINDS", "Prompt",
+__all__ = ["CONCEPT_KINDS", "ConceptInfo", "MemorizedPair", "NONE", "NoWorld", "OTHER_KINDS", "PROMPT_KINDS", "Prompt",
            "PromptListWorld", "SHOWING_KINDS", "UnsupportedError", "World", "get_world", "load_plugins",
            "attach_world", "resolve_concept", "world_of_model", "worlds"]

@@ -13,7 +13,8 @@ import click
 # command modules, each exposing click commands in `COMMANDS`; imported when the CLI starts
 COMMAND_MODULES = ("erasekit.cli.common_cmds", "erasekit.cli.world_cmds", "erasekit.cli.erase_cmds",
                    "erasekit.cli.eval_cmds", "erasekit.cli.shield_cmds", "erasekit.cli.attack_cmds",
-                   "erasekit.cli.imitation_cmds", "erasekit.cli.text_cmds", "erasekit.cli.mark_cmds")
+                   "erasekit.cli.imitation_cmds", "erasekit.cli.text_cmds", "erasekit.cli.mark_cmds",
+                   "erasekit.cli.sixway_cmds", "erasekit.cli.sae_cmds")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

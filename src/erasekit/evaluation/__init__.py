@@ -75,6 +75,8 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
     judge = evaluator_for(suite, evaluator)
     world = suite.world_for(judge)
     targets = resolve_targets(world, judge, suite.targets if targets is None else targets)
+    for c in suite.unsafe.get("categories", ()):
+        judge.target(c)  # every unsafe category must be one the evaluator sees (else: its close matches)
     prepared = prepare_variants(variants)
     scorer = clip_scorer_for(suite, clip)
     pipe = pipe if pipe is not None else load_pipeline(model)

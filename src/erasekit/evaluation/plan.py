@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidValueError
+from ..metrics import TRIGGER_SET
 from ..suite import Suite
 from ..worlds import SHOWING_KINDS, Prompt, PromptListWorld, World
 
@@ -213,10 +214,34 @@ def prompt_sets(suite: Suite, world: World, concept: str, pipe: Any = None) -> d
             got = world.unrelated(concept, n, suite.seed + 100)
             if got:
                 sets[kind] = got
+    triggers = trigger_prompts(suite, world, concept)
+    if triggers:
+        sets[TRIGGER_SET] = triggers
     if not any(k in sets for k in SHOWING_KINDS):
         raise InvalidValueError(f"suite {suite.name!r} gives no prompt that should show {concept!r} (samples "
                                 f"{dict(s)}); set samples.direct (or heldout/keyword/indirect) > 0")
     return sets
+
+
+def trigger_phrases(world: World, concept: str, pairs: bool = False) -> list[str]:
+    """CopyCat's keyword triggers of `concept`: the world's keyword phrases (`ConceptInfo.keywords`) that do not
+    contain its name, then (with `pairs`) every comma-joined pair "k1, k2" ("videogame, plumber" -> Mario)."""
+    import itertools
+
+    info = world.concept(concept)
+    words = list(dict.fromkeys(k.strip() for k in info.keywords if k.strip() and info.name.lower() not in k.lower()))
+    return words + ([f"{a}, {b}" for a, b in itertools.combinations(words, 2)] if pairs else [])
+
+
+def trigger_prompts(suite: Suite, world: World, concept: str) -> list[Prompt]:
+    """The suite's keyword-trigger set (`copycat.triggers` images of each trigger phrase, the phrase alone as the
+    prompt, as in CopyCat's keyword prompts); [] when the suite asks for none or the world has no keywords."""
+    n = int(suite.copycat.get("triggers", 0) or 0)
+    if not n:
+        return []
+    info = world.concept(concept)
+    return [Prompt(k, {info.family: info.name}, info.family, info.name, TRIGGER_SET)
+            for k in trigger_phrases(world, concept, bool(suite.copycat.get("pairs", False))) for _ in range(n)]
 
 
 def attack_prompts(suite: Suite, world: World, concept: str) -> list[str]:

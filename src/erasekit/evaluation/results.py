@@ -16,9 +16,9 @@ import torch
 from .. import __version__
 from ..errors import InvalidValueError
 from ..io import atomic_write_text
-from ..metrics import metrics_info
+from ..metrics import TRIGGER_SET, metrics_info
 from .plan import Plan
-from .score import attack_metrics, target_metrics
+from .score import attack_metrics, target_metrics, trigger_ranking, unsafe_breakdown, unsafe_categories
 
 
 def _edit_cost(edits: list) -> dict:
@@ -78,6 +78,11 @@ def aggregate(plan: Plan, out: Path, images: dict, labels: dict, samples: list[d
             "cost": {**pv.variant.cost, "generation_seconds": round(seconds.get(pv.name, 0.0), 2),
                      **_edit_cost(pv.edits)},
         }
+        if any(TRIGGER_SET in plan.sets[t] for t in plan.targets):  # CopyCat's keyword-trigger ranking
+            entry["triggers"] = {t: trigger_ranking(plan, pv.name, t, labels) for t in plan.targets
+                                 if TRIGGER_SET in plan.sets[t]}
+        if plan.suite.unsafe:  # Unsafe Diffusion's per-category rates, per target and prompt set
+            entry["unsafe"] = {t: unsafe_breakdown(plan, pv.name, t, labels) for t in plan.targets}
         if pv.attack is not None:
             entry["attacks"] = attacks
             entry["cost"]["attack_seconds"] = round(sum(a["attack_seconds"] for a in attacks.values()), 2)
@@ -85,6 +90,9 @@ def aggregate(plan: Plan, out: Path, images: dict, labels: dict, samples: list[d
     names = sorted({k for v in results["variants"].values() for k in list(v["mean"]) + list(v["cost"])})
     results["metrics_info"] = metrics_info(names)
     results["sets"] = {t: {s: len(p) for s, p in by_set.items()} for t, by_set in plan.sets.items()}
+    if plan.suite.unsafe:  # the categories measured, as the suite names them and as the evaluator labels them
+        results["unsafe_categories"] = {c: list(fl) for c, fl in zip(plan.suite.unsafe["categories"],
+                                                                      unsafe_categories(plan))}
     results["provenance"] = provenance(plan, scorer, t_start)
     return results
 

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import IntegrityError
-from ..metrics import (GENERALITY_SETS, AttackSuccessRate, DetectionRate, ImageDrift, ImitationMetric,
-                       LabelAccuracy)
+from ..metrics import (CONSISTENCY_SETS, GENERALITY_SETS, TRIGGER_SET, UNSAFE_SETS, AttackSuccessRate, Consistency,
+                       DetectionRate, ImageDrift, ImitationMetric, LabelAccuracy, UnsafeRate, set_metric,
+                       unsafe_rates)
+from ..worlds import NONE
 from .generate import load_images
 from .plan import BASE, Plan, attack_dir, cache_path
 
@@ -84,7 +86,59 @@ def target_metrics(plan: Plan, variant: str, target: str, images: dict, labels: 
         scores = samples_clip.get((variant, target, s))
         if scores:
             m[f"clip_score_{s}"] = float(max(np.mean(scores), 0.0))
+    if TRIGGER_SET in sets:
+        m["detection_triggers"] = detection(TRIGGER_SET)
+    if plan.suite.copycat.get("consistency"):
+        for s in CONSISTENCY_SETS:
+            if s in sets:
+                reqs = [requirements(plan, target, p) for p in sets[s]]
+                if any(reqs):
+                    cons = Consistency()
+                    cons.update(labels[(variant, target, s)], reqs)
+                    m[set_metric("consistency", s)] = cons.compute()
+    categories = unsafe_categories(plan)
+    if categories:
+        for s in UNSAFE_SETS:
+            if s in sets:
+                rate = UnsafeRate(categories)
+                rate.update(labels[(variant, target, s)])
+                m[set_metric("unsafe_rate", s)] = rate.compute()
     return m
+
+
+def requirements(plan: Plan, target: str, prompt: Any) -> list[dict[str, str]]:
+    """CopyCat's CONS requirements of one prompt of `target`, as alternative {family: label} sets: every label the
+    prompt asks for besides the target's family, together with the target itself or one of its key characteristics
+    (`World.key_characteristics`). [] when there is nothing but the target to check (CONS would be detection)."""
+    family, label = plan.evaluator.target(target)
+    other = {f: v for f, v in prompt.labels.items() if f != family and v != NONE}
+    keys = plan.world.key_characteristics(target)
+    if not other and not keys:
+        return []
+    return [{**other, family: label}] + [{**other, **k} for k in keys]
+
+
+def unsafe_categories(plan: Plan) -> list[tuple[str, str]]:
+    """The suite's unsafe categories as the evaluator's (family, label) pairs ([] when the suite asks for none)."""
+    return [tuple(plan.evaluator.target(c)) for c in plan.suite.unsafe.get("categories", ())]
+
+
+def trigger_ranking(plan: Plan, variant: str, target: str, labels: dict) -> list[dict[str, Any]]:
+    """CopyCat's keyword-trigger ranking of one variant on one target: each trigger phrase with its detection over
+    its images, most triggering first (ties in the world's keyword order)."""
+    family, label = plan.evaluator.target(target)
+    rows: dict[str, list[bool]] = {}
+    for p, lab in zip(plan.sets[target][TRIGGER_SET], labels[(variant, target, TRIGGER_SET)]):
+        rows.setdefault(p.text, []).append(lab.get(family) == label)
+    ranked = sorted(rows.items(), key=lambda kv: -float(np.mean(kv[1])))  # stable: keyword order on ties
+    return [{"keyword": k, "detection": float(np.mean(v)), "images": len(v)} for k, v in ranked]
+
+
+def unsafe_breakdown(plan: Plan, variant: str, target: str, labels: dict) -> dict[str, dict[str, float]]:
+    """Unsafe Diffusion's per-category rates of one variant on one target: {set: {"any": rate, category: rate}}."""
+    categories = unsafe_categories(plan)
+    return {s: unsafe_rates(labels[(variant, target, s)], categories) for s in UNSAFE_SETS
+            if s in plan.sets[target]}
 
 
 def imitation(plan: Plan, target: str, generated: np.ndarray) -> float:
@@ -121,4 +175,5 @@ def attack_metrics(plan: Plan, out: Path, variant: str, target: str) -> tuple[di
             "attack_success": rates["asr"]}, log
 
 
-__all__ = ["CLIP_SETS", "attack_metrics", "label_units", "target_metrics"]
+__all__ = ["CLIP_SETS", "attack_metrics", "label_units", "requirements", "target_metrics", "trigger_ranking",
+           "unsafe_breakdown", "unsafe_categories"]

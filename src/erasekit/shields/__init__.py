@@ -9,7 +9,7 @@ A shield acts at up to three points of one generation, each an explicit hook of 
     flag(images, prompts)     image filter: flagged images are blocked (black) or regenerated with fresh seeds
 
 Registered: negative_prompt, rewrite, sld, guardians, detector, adavd, spm_transport (SPM's facilitated transport of
-adapters from edit files), image_filter.
+adapters from edit files), sae (ItD's sparse-autoencoder feature deactivation), image_filter.
 
 Shields compose left to right ("detector+sld:strong"): prompts flow through every `prepare`, the plan through every
 `condition`, and an image is flagged if any filter flags it. `shielded_generate` runs a chain end to end:
@@ -56,6 +56,9 @@ shields.add("adavd", "erasekit.shields.adavd:AdaVD",
             help="AdaVD: project cross-attention values off the concept's value, adaptive shift (no weight change)")
 shields.add("spm_transport", "erasekit.shields.spm_transport:SPMTransport",
             help="SPM adapters from edit files, scaled per prompt by facilitated transport (no weight change)")
+shields.add("sae", "erasekit.shields.sae:SAEShield",
+            help="ItD: one sparse autoencoder on the text encoder; deactivate a concept's features in prompts it "
+                 "classifies as the concept (zero-shot)")
 shields.add("image_filter", "erasekit.shields.detector:ImageFilter",
             help="output filter (toy oracle, NudeNet or a user classifier): blocks or regenerates flagged images")
 

@@ -20,13 +20,17 @@ import torch
 
 from ..errors import UnknownNameError
 from ..evaluators import Evaluator
-from ..worlds import ConceptInfo, Prompt, World
+from ..worlds import ConceptInfo, MemorizedPair, Prompt, World
 from .catalogue import CATALOGUE, FAMILIES, Catalogue
 
 EVALUATOR = "toyworld-oracle"
 INDEPENDENT_KINDS = ("independent", "independent_keyword")  # prompt kinds of world/eval_grammar.py
 MODEL = "toyworld"
 UNRELATED_FAMILIES = ("object", "artist", "character")  # direct prompts of these families measure drift
+# CopyCat's "key entity" of a character (its kind of animal/thing) as the oracle can check it: the colour of the
+# sprite's body (render.sprite_parts) when the catalogue has that colour; the robot's grey body has none.
+KEY_COLOURS = {"frog": "green", "snowman": "white", "cat": "orange", "ghost": "purple", "bee": "yellow"}
+MEMORIZED_REFERENCE_SEED = 10_000  # seeds of the other renderings of a memorized pair's scene (bench/memorization.py)
 STOPWORDS = {"a", "an", "the", "and", "of", "on", "in", "with", "by", "its", "made", "this", "that", "shape", "shaped"}
 
 
@@ -254,8 +258,71 @@ class ToyWorld(World):
         family, name = self.find(concept)
         return training_images(shipped_dataset(), family, name)
 
+    def membership_pairs(self, concept: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Up to `n` of the shipped model's training images showing `concept` (a seeded sample; the dataset is
+        rebuilt from its manifest once per process, ~30 s) with their captions, and the same scenes rendered again
+        with seeds >= 2**31 (the training scenes' seeds are < 2**31: never trained on, same distribution)."""
+        import dataclasses
+
+        from .render import render
+
+        family, c = self.catalogue.find(concept)
+        ds = shipped_dataset()
+        idx = np.array([i for i, s in enumerate(ds.scenes) if s.labels()[family] == c.name], dtype=np.int64)
+        if len(idx) == 0:
+            return np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 32, 32, 3), np.uint8), []
+        pick = np.sort(np.random.default_rng([int(seed), 7177]).choice(idx, size=min(n, len(idx)), replace=False))
+        fresh = np.stack([render(dataclasses.replace(ds.scenes[i], seed=2**31 + int(seed) * len(pick) + j))
+                          for j, i in enumerate(pick)])
+        return ds.images[pick], fresh, [ds.captions[i] for i in pick]
+
+    def key_characteristics(self, concept: str) -> list[dict[str, str]]:
+        """A character's key entity as the oracle sees it: [{"colour": the colour of its body}] (e.g. Mossy ->
+        green) where the catalogue has that colour; none for other families and for Zorbo (grey)."""
+        family, c = self.catalogue.find(concept)
+        if family != "character" or c.sprite not in KEY_COLOURS:
+            return []
+        return [{"colour": KEY_COLOURS[c.sprite]}]
+
+    def memorized_pairs(self, model: Any = None, references: int = 16) -> list[MemorizedPair]:
+        """The duplicated image-caption pairs of a toy model trained with `--memorized` (its manifest's
+        dataset.v2.memorized), each re-rendered from its scene, with `references` renderings of the same scene labels
+        under other seeds. model: None / "toyworld" (the shipped model: none), a training folder or its pipeline/
+        folder, or a pipeline loaded from one."""
+        from .render import Scene, render
+
+        man = model_manifest(model)
+        pairs = [] if man is None else man.get("dataset", {}).get("v2", {}).get("memorized", [])
+        out = []
+        for m in pairs:
+            scene = Scene(**m["scene"])
+            refs = np.stack([render(Scene(**{**m["scene"], "seed": MEMORIZED_REFERENCE_SEED + j}))
+                             for j in range(references)]) if references else np.zeros((0, 32, 32, 3), np.uint8)
+            out.append(MemorizedPair(m["caption"], render(scene), int(m["count"]),
+                                     {f: v for f, v in scene.labels().items() if v != "none"}, refs))
+        return out
+
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "families": list(FAMILIES)}
+
+
+def model_manifest(model: Any = None) -> dict | None:
+    """The manifest of a toy model: the shipped one for None / "toyworld", else manifest.json in the model folder or
+    its parent (a training folder holds pipeline/ and manifest.json); a pipeline is located by its `name_or_path`.
+    None when there is none."""
+    if model is None or (isinstance(model, str) and model == MODEL):
+        return manifest()
+    if isinstance(model, str) and not model.strip():
+        return None
+    if not isinstance(model, (str, Path)):
+        model = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+        if not model:
+            return None
+    folder = Path(model)
+    for d in (folder, folder.parent):
+        if (d / "manifest.json").is_file():
+            return json.loads((d / "manifest.json").read_text())
+    return None
 
 
 class ToyOracleEvaluator(Evaluator):
