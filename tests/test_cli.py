@@ -46,7 +46,7 @@ def test_world_render_and_bad_concept(tmp_path):
 
 
 def test_demo_writes_report_and_grid(tmp_path):
-    res = run("demo", "--out", str(tmp_path / "demo"), "--methods", "uce", "--limit", "2")
+    res = run("demo", "--out", str(tmp_path / "demo"), "--methods", "uce", "--limit", "1")
     assert res.exit_code == 0, res.output
     assert "mean over target concepts" in res.output and "detection" in res.output  # the leaderboard is printed
     html = (tmp_path / "demo" / "report.html").read_text()
@@ -77,7 +77,7 @@ def test_generate_and_attack_accept_a_shield(tmp_path):
 def test_eval_with_edit_shield_and_attack(tmp_path):
     edit = tmp_path / "uce.safetensors"
     assert run("erase", "--method", "uce", "--erase", "Zorbo", "--out", str(edit)).exit_code == 0
-    res = run("eval", "--edit", str(edit), "--attack", "copycat", "--concepts", "Zorbo", "--limit", "1",
+    res = run("eval", "--edit", str(edit), "--attack", "copycat:steps=3", "--concepts", "Zorbo", "--limit", "1",
               "--out", str(tmp_path / "ev"))
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "ev" / "results.json").read_text())
