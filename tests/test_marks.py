@@ -1,6 +1,6 @@
 """erasekit.marks: keys, Tree-Ring, Gaussian Shading, DWT-DCT, attacks, metrics, bench and CLI (plumbing on tiny
 random pipelines; exact-latent checks prove the embed/decode maths; toy-model behaviour is measured in
-/work/notes/bench_marks.md, not here)."""
+BENCHMARKS.md, not here)."""
 
 from __future__ import annotations
 

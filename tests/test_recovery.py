@@ -2,7 +2,7 @@
 
 Plumbing on the tiny random pipeline with 2-step budgets: each attack runs end to end, reports pre/post detection,
 replays its images bit-exactly (and leaves the model untouched), respects its budget, and names bad values. The AUC
-function is checked on hand-made scores. Efficacy is measured on the toy model (notes/bench_recovery.md)."""
+function is checked on hand-made scores. Efficacy is measured on the toy model (BENCHMARKS.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """ItD's sparse-autoencoder shield (`erasekit.shields.sae`): plumbing on a tiny random pipeline. Random weights prove
 code paths and invariants (training lowers the reconstruction error, only classified prompts change, nothing is
-left modified), never that the concept is erased: that is measured on the toy model (notes: bench_sae.md)."""
+left modified), never that the concept is erased: that is measured on the toy model (BENCHMARKS.md, SAE section)."""
 
 from __future__ import annotations
 

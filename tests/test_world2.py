@@ -13,7 +13,7 @@ from erasekit.errors import InvalidValueError, UnknownNameError
 from erasekit.world import eval_grammar as g
 from erasekit.world.catalogue import CATALOGUE
 
-# prompts per concept in the measurement slices (/work/notes/bench_world2.md): >= 100 per family
+# prompts per concept in the measurement slices (BENCHMARKS.md, toy world v2): >= 100 per family
 PER_CONCEPT = {"object": 13, "colour": 13, "artist": 10, "character": 17, "character_keyword": 17, "unsafe": 50,
                "unsafe_indirect": 50}
 

@@ -31,7 +31,7 @@ Deviations from the official code:
     prompts themselves, i.e. the threshold is fit on the test prompts); evaluation wording is never used.
   - top features per prompt: 32 (official 128 for celebrities, 256 for styles, with its k = 64 of 524,288 SAE). On
     the toy SAE (k = 32 of 2,048) top-128 keeps features that fire on neutral text too and some concept prompts
-    fire none of them (threshold at its floor): detection AUC 0.56-0.98 at 128 and ~1.0 at 32 (bench_sae.md).
+    fire none of them (threshold at its floor); BENCHMARKS.md (SAE section) has the measured AUCs.
   - neutral prompts Q: the world's calibration prompts (random training-grammar scenes plus every other concept's
     name and keywords), `neutral` of them (official: the "remain" concepts' prompts, or 50 COCO captions).
   - classifier score: by default the change the deactivation makes to the SAE's reconstruction (official
@@ -42,7 +42,7 @@ Deviations from the official code:
     (official: a concept prompt with no active feature would set tau = 0 and flag every prompt).
   - concept terms: the name plus the world's keywords by default (ItD does this for nudity: "nudity, naked, erotic,
     sexual"); `keywords=false` uses the name only (ItD's celebrities and styles). Keyword attacks (CopyCat) use the
-    same keywords, so robustness to them is measured both ways (notes: bench_sae.md).
+    same keywords, so robustness to them is measured both ways (BENCHMARKS.md, SAE section).
   - BOS is never reconstructed (official: reconstructs it and counts it in the MSE); it is prompt-independent.
   - `keep_error=True` (off by default) adds the SAE's reconstruction error back (SAeUron's choice), so only the
     ablated features change; official: the output is replaced by the bare reconstruction.
@@ -68,7 +68,7 @@ from ._sae import SparseAutoencoder, file_sha256, layer_hook, layer_outputs, loa
 
 OFFICIAL_STRENGTH = -8.0  # official activation_modulation_batch(..., strength=-8)
 OFFICIAL_TOP = 128  # official top features per prompt (celebrities; 256 for styles), for k = 64 of 524,288
-DEFAULT_TOP = 32  # = the toy SAE's k; measured on the toy model (notes bench_sae.md): AUC ~1.0 vs 0.56-0.98 at 128
+DEFAULT_TOP = 32  # = the toy SAE's k; the official 128 is worse on the toy SAE (BENCHMARKS.md, SAE section)
 OFFICIAL_MARGIN = 0.01  # threshold = (1 - 0.01) * min target score
 MIN_THRESHOLD = 1e-12  # a prompt with no active concept feature (score 0) is never deactivated
 SCORES = ("ablation", "official")
