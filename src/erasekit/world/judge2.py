@@ -42,7 +42,7 @@ from ..errors import IntegrityError, InvalidValueError
 from ..evaluators import Evaluator
 from ..io import atomic_write_text
 from .catalogue import CATALOGUE, FAMILIES, Catalogue
-from .oracle import UNSURE
+from .oracle import UNSURE, ece, fit_temperature, heldout_metrics, scene_labels, train_heads
 from .render import SIZE, Scene
 
 JUDGE2_NAME = "toyworld-judge2"
@@ -51,7 +51,6 @@ WEIGHTS = "judge2.safetensors"
 META = "judge2.json"
 HIST_LEVELS = 4  # colour histogram: levels per channel (4**3 = 64 bins)
 EDGE_BINS = 8
-ECE_BINS = 15
 WIDTH = 64  # channels of the last CNN stage
 TRAIN_COMMAND = "python -m erasekit.world.judge2 --out src/erasekit/assets/toyworld --threads 2"
 
@@ -185,12 +184,6 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def _labels(scenes: list[Scene], catalogue: Catalogue) -> dict[str, torch.Tensor]:
-    from .oracle import scene_labels
-
-    return scene_labels(scenes, catalogue)
-
-
 def _images(scenes: list[Scene], cfg: Judge2Config, catalogue: Catalogue, vae: Any, seed: int) -> np.ndarray:
     """Wide renders of `scenes`, a `cfg.vae_share` of them (seeded choice) round-tripped through the VAE."""
     imgs = np.stack([render_wide(s, cfg.shift, cfg.scale, catalogue) for s in scenes])
@@ -202,27 +195,6 @@ def _images(scenes: list[Scene], cfg: Judge2Config, catalogue: Catalogue, vae: A
 
 def _tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-
-
-# ------------------------------------------------------------------------------------------------- calibration
-def ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
-    """Expected calibration error of (N, C) probabilities against (N,) labels (equal-width confidence bins)."""
-    conf, pred = probs.max(1)
-    correct = (pred == labels).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            total += float(m.float().mean() * (conf[m].mean() - correct[m].mean()).abs())
-    return total
-
-
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature T minimising the NLL of softmax(logits / T) (1-d search over log T)."""
-    grid = torch.linspace(math.log(0.25), math.log(8.0), 141)
-    nll = torch.stack([F.cross_entropy(logits / t.exp(), labels) for t in grid])
-    return float(grid[int(nll.argmin())].exp())
 
 
 # ------------------------------------------------------------------------------------------------------- the judge
@@ -301,14 +273,6 @@ class Judge2:
         return cls(net, meta["temperatures"], catalogue, meta.get("unsure_below", 0.5), sha, meta.get("version", ""))
 
 
-def _heldout(judge: Judge2, images: np.ndarray, scenes: list[Scene], catalogue: Catalogue) -> dict:
-    y = _labels(scenes, catalogue)
-    p = judge.probs(images)
-    return {f: {"accuracy": round(float((p[f].argmax(1) == y[f]).float().mean()), 4),
-                "ece": round(ece(p[f], y[f]), 4),
-                "unsure": round(float((p[f].max(1).values < judge.unsure_below).float().mean()), 4)} for f in FAMILIES}
-
-
 def train_judge2(cfg: Judge2Config = Judge2Config(), catalogue: Catalogue = CATALOGUE,
                  progress=None) -> tuple[Judge2, dict]:
     """Train judge2 on wide renders (a share VAE round-tripped) with augmentation; fit per-head temperatures on
@@ -325,29 +289,15 @@ def train_judge2(cfg: Judge2Config = Judge2Config(), catalogue: Catalogue = CATA
     vae = AutoencoderKL.from_pretrained(str(assets_dir() / "pipeline" / "vae"), torch_dtype=torch.float32).eval()
     scenes = random_scenes(cfg.pool, cfg.seed + 1, catalogue)
     x = _tensor(_images(scenes, cfg, catalogue, vae, cfg.seed + 2))
-    y = _labels(scenes, catalogue)
+    y = scene_labels(scenes, catalogue)
     t_data = time.perf_counter() - t0
     net = Judge2Net({f: len(catalogue.classes(f)) for f in FAMILIES})
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    net.train()
-    for step in range(cfg.steps):
-        idx = torch.randint(0, len(scenes), (cfg.batch_size,), generator=gen)
-        logits = net(augment(x[idx], gen))
-        loss = sum(F.cross_entropy(logits[f], y[f][idx]) for f in FAMILIES)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress is not None:
-            progress(step + 1, float(loss.detach()))
-    net.eval()
+    train_heads(net, x, y, cfg.steps, cfg.batch_size, cfg.lr, gen, augment, progress)
     t_train = time.perf_counter() - t0 - t_data
     # temperatures on held-out augmented scenes
     cal_scenes = random_scenes(cfg.calib, cfg.seed + 20_000, catalogue)
     cal_x = augment(_tensor(_images(cal_scenes, cfg, catalogue, vae, cfg.seed + 3)), gen)
-    cal_y = _labels(cal_scenes, catalogue)
+    cal_y = scene_labels(cal_scenes, catalogue)
     with torch.no_grad():
         cal_logits = net(cal_x)
     temps = {f: fit_temperature(cal_logits[f], cal_y[f]) for f in FAMILIES}
@@ -359,10 +309,10 @@ def train_judge2(cfg: Judge2Config = Judge2Config(), catalogue: Catalogue = CATA
     info = {"config": asdict(cfg), "command": TRAIN_COMMAND, "seconds": {"data": round(t_data, 1),
                                                                         "train": round(t_train, 1),
                                                                         "total": round(time.perf_counter() - t0, 1)},
-            "heldout_wide_vae": _heldout(judge, wide, test_scenes, catalogue),
+            "heldout_wide_vae": heldout_metrics(judge, wide, test_scenes, catalogue),
             "heldout_wide_vae_uncalibrated_ece": {f: v["ece"] for f, v in
-                                                  _heldout(raw, wide, test_scenes, catalogue).items()},
-            "heldout_plain_renders": _heldout(judge, plain, test_scenes, catalogue),
+                                                  heldout_metrics(raw, wide, test_scenes, catalogue).items()},
+            "heldout_plain_renders": heldout_metrics(judge, plain, test_scenes, catalogue),
             "threads": torch.get_num_threads()}
     return judge, info
 

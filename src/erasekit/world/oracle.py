@@ -26,6 +26,7 @@ from .render import Scene, render
 
 ORACLE_NAME = "toyworld-oracle"
 UNSURE = "unsure"  # what a calibrated head says below its confidence threshold, when asked to abstain
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error
 
 
 def random_scenes(n: int, seed: int, catalogue: Catalogue = CATALOGUE) -> list[Scene]:
@@ -191,6 +192,59 @@ class ToyOracle:
                    unsure_below=meta.get("unsure_below", 0.0), name=meta.get("name", ORACLE_NAME))
 
 
+def train_heads(net: torch.nn.Module, x: torch.Tensor, y: dict[str, torch.Tensor], steps: int, batch_size: int,
+                lr: float, gen: torch.Generator, augment_fn, progress=None, label_smoothing: float = 0.0) -> None:
+    """The training loop of every toy-world judge (oracle, robust oracle, judge2): AdamW (weight decay 1e-4), 100
+    warm-up steps then cosine decay, a batch of `batch_size` drawn from x (N, 3, 32, 32) with `gen`, augmented by
+    `augment_fn(batch, gen)`, summed cross-entropy over the family heads of `net` against y {family: (N,)}. Leaves
+    `net` in eval mode; `progress(step, loss)` after each step."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    net.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(x), (batch_size,), generator=gen)
+        logits = net(augment_fn(x[idx], gen))
+        loss = sum(F.cross_entropy(logits[f], y[f][idx], label_smoothing=label_smoothing) for f in FAMILIES)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress is not None:
+            progress(step + 1, float(loss.detach()))
+    net.eval()
+
+
+def ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Expected calibration error of (N, C) probabilities against (N,) labels (equal-width confidence bins)."""
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            total += float(m.float().mean() * (conf[m].mean() - correct[m].mean()).abs())
+    return total
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T minimising the NLL of softmax(logits / T) (1-d search over log T)."""
+    grid = torch.linspace(math.log(0.25), math.log(8.0), 141)
+    nll = torch.stack([F.cross_entropy(logits / t.exp(), labels) for t in grid])
+    return float(grid[int(nll.argmin())].exp())
+
+
+def heldout_metrics(judge, images, scenes: list[Scene], catalogue: Catalogue = CATALOGUE) -> dict[str, dict[str, float]]:
+    """{family: {accuracy, ece, unsure}} of a judge with `probs(images)` and `unsure_below` on labelled images."""
+    y = scene_labels(scenes, catalogue)
+    p = judge.probs(images)
+    return {f: {"accuracy": round(float((p[f].argmax(1) == y[f]).float().mean()), 4),
+                "ece": round(ece(p[f], y[f]), 4),
+                "unsure": round(float((p[f].max(1).values < judge.unsure_below).float().mean()), 4)}
+            for f in FAMILIES}
+
+
 def train_oracle(config: OracleTrainConfig = OracleTrainConfig(), catalogue: Catalogue = CATALOGUE,
                  progress=None, version: str = "") -> tuple[ToyOracle, dict]:
     """Train the oracle on augmented renders; returns it and its held-out accuracy on fresh renders."""
@@ -200,20 +254,7 @@ def train_oracle(config: OracleTrainConfig = OracleTrainConfig(), catalogue: Cat
     x = to_tensor(np.stack([render(s, catalogue) for s in scenes]))
     y = scene_labels(scenes, catalogue)
     net = Oracle({f: len(catalogue.classes(f)) for f in FAMILIES})
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
-    net.train()
-    for step in range(config.steps):
-        idx = torch.randint(0, len(scenes), (config.batch_size,), generator=gen)
-        logits = net(augment(x[idx], gen))
-        loss = sum(F.cross_entropy(logits[f], y[f][idx], label_smoothing=0.05) for f in FAMILIES)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress is not None:
-            progress(step + 1, float(loss.detach()))
+    train_heads(net, x, y, config.steps, config.batch_size, config.lr, gen, augment, progress, label_smoothing=0.05)
     oracle = ToyOracle(net, catalogue, version=version)
     test = random_scenes(2000, config.seed + 10_000, catalogue)
     acc = oracle.accuracy(np.stack([render(s, catalogue) for s in test]), test)

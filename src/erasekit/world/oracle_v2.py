@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InvalidValueError
 from .catalogue import CATALOGUE, FAMILIES, Catalogue
-from .judge2 import augment, ece, fit_temperature, render_wide, vae_round_trip
+from .judge2 import augment, render_wide, vae_round_trip
 from .model import Oracle
-from .oracle import ToyOracle, random_scenes, scene_labels, to_tensor
+from .oracle import (ToyOracle, fit_temperature, heldout_metrics, random_scenes, scene_labels, to_tensor,
+                     train_heads)
 from .render import Scene, render
 
 ORACLE_V2_NAME = "toyworld-oracle-v2"
@@ -90,17 +90,6 @@ def robust_images(scenes: list[Scene], cfg: RobustOracleConfig, vae: Any, seed: 
     return imgs
 
 
-def heldout_metrics(oracle: ToyOracle, images: np.ndarray, scenes: list[Scene],
-                    catalogue: Catalogue = CATALOGUE) -> dict[str, dict[str, float]]:
-    """{family: {accuracy, ece, unsure}} of `oracle` on labelled images."""
-    y = scene_labels(scenes, catalogue)
-    p = oracle.probs(images)
-    return {f: {"accuracy": round(float((p[f].argmax(1) == y[f]).float().mean()), 4),
-                "ece": round(ece(p[f], y[f]), 4),
-                "unsure": round(float((p[f].max(1).values < oracle.unsure_below).float().mean()), 4)}
-            for f in FAMILIES}
-
-
 def train_robust_oracle(cfg: RobustOracleConfig = RobustOracleConfig(), vae: Any = None,
                         catalogue: Catalogue = CATALOGUE, progress=None) -> tuple[ToyOracle, dict]:
     """Train the robust oracle; fit per-head temperatures on held-out augmented scenes; report held-out accuracy, ECE
@@ -119,21 +108,7 @@ def train_robust_oracle(cfg: RobustOracleConfig = RobustOracleConfig(), vae: Any
     y = scene_labels(scenes, catalogue)
     t_data = time.perf_counter() - t0
     net = Oracle({f: len(catalogue.classes(f)) for f in FAMILIES})
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    net.train()
-    for step in range(cfg.steps):
-        idx = torch.randint(0, len(scenes), (cfg.batch_size,), generator=gen)
-        logits = net(augment(x[idx], gen))
-        loss = sum(F.cross_entropy(logits[f], y[f][idx]) for f in FAMILIES)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress is not None:
-            progress(step + 1, float(loss.detach()))
-    net.eval()
+    train_heads(net, x, y, cfg.steps, cfg.batch_size, cfg.lr, gen, augment, progress)
     t_train = time.perf_counter() - t0 - t_data
     cal_scenes = random_scenes(cfg.calib, cfg.seed + 20_101, catalogue)
     cal_x = augment(to_tensor(robust_images(cal_scenes, cfg, vae, cfg.seed + 103, catalogue)), gen)
@@ -205,5 +180,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["ORACLE_V2_NAME", "RobustOracleConfig", "heldout_metrics", "load_robust_oracle", "robust_images",
+__all__ = ["ORACLE_V2_NAME", "RobustOracleConfig", "load_robust_oracle", "robust_images",
            "train_robust_oracle"]
