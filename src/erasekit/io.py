@@ -34,6 +34,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
+    """Write `tensors` ({name: torch tensor}, stored contiguous on the CPU) with string `metadata` as one safetensors
+    file, atomically."""
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                                         metadata=metadata))
+
+
+def read_safetensors(path: str | Path) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, read once. Raises what reading and parsing raise (OSError,
+    safetensors' SafetensorError, ValueError); callers turn that into their own one-line message."""
+    import json
+    import struct
+
+    from safetensors.torch import load
+
+    raw = Path(path).read_bytes()
+    tensors = load(raw)  # validates the whole file, header included
+    (n,) = struct.unpack("<Q", raw[:8])
+    return tensors, json.loads(raw[8:8 + n]).get("__metadata__") or {}
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint written by `torch.save`, loaded with `weights_only=True`: tensors, numbers, strings and
     containers only, so a crafted file cannot run code. Anything else (a pickle with code, a corrupt file) raises

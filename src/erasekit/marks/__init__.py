@@ -70,32 +70,25 @@ class Key:
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the key atomically as safetensors; refuses to replace an existing file without `overwrite`."""
-        from safetensors.torch import save
-
-        from ..io import atomic_write_bytes, check_writable
+        from ..io import check_writable, write_safetensors
 
         check_writable(path, overwrite, what="key file")
         header = {"erasekit_mark": self.method, "format": str(KEY_FORMAT), "config": json.dumps(self.config),
                   "shape": json.dumps(list(self.shape)), "meta": json.dumps(self.meta)}
-        data = save({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}, metadata=header)
-        return atomic_write_bytes(path, data)
+        return write_safetensors(path, self.tensors, header)
 
     @classmethod
     def load(cls, path: str | Path, method: str | None = None) -> "Key":
         """Read a key file; with `method`, refuse a key made for another method."""
         from safetensors import SafetensorError
-        from safetensors.torch import load
+
+        from ..io import read_safetensors
 
         path = Path(path)
         if not path.is_file():
             raise InvalidValueError(f"key file {path} does not exist; make one with `erasekit mark keygen`")
         try:
-            raw = path.read_bytes()
-            tensors = load(raw)
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
+            tensors, header = read_safetensors(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise InvalidValueError(f"{path} is not an erasekit watermark key (not a safetensors file: "
                                     f"{str(e).splitlines()[0][:120]}); make one with `erasekit mark keygen`") from None

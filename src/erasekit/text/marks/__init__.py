@@ -113,29 +113,25 @@ class TextKey:
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the key atomically as safetensors; refuses to replace an existing file without `overwrite`."""
-        from safetensors.torch import save
-
-        from ...io import atomic_write_bytes, check_writable
+        from ...io import check_writable, write_safetensors
 
         check_writable(path, overwrite, what="key file")
         header = {KEY_HEADER: self.method, "format": str(KEY_FORMAT), "config": json.dumps(self.config),
                   "vocab_size": str(self.vocab_size), "tokenizer": self.tokenizer, "meta": json.dumps(self.meta)}
-        data = save({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}, metadata=header)
-        return atomic_write_bytes(path, data)
+        return write_safetensors(path, self.tensors, header)
 
     @classmethod
     def load(cls, path: str | Path, method: str | None = None) -> "TextKey":
         """Read a key file; with `method`, refuse a key made for another method."""
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load
+        from safetensors import SafetensorError
+
+        from ...io import read_safetensors
 
         path = Path(path)
         if not path.is_file():
             raise InvalidValueError(f"key file {path} does not exist; make one with `erasekit text mark keygen`")
         try:
-            tensors = load(path.read_bytes())
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
+            tensors, header = read_safetensors(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise InvalidValueError(f"{path} is not an erasekit text-watermark key (not a safetensors file: "
                                     f"{str(e).splitlines()[0][:120]}); make one with `erasekit text mark keygen`") \
