@@ -48,10 +48,9 @@ from ..config import check_choice, check_min
 from ..errors import InvalidValueError
 from ..sampling import encode_prompts
 from . import EraseRequest, Method
-from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, partial_ddim,
-                        render_unet_check, trainable_copy)
+from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, partial_ddim, render_unet_check)
 from .concepts import check_templates, expanded_pairs
-from .esd import PARAMETER_SETS, parameter_names
+from .esd import PARAMETER_SETS, unet_pair
 
 
 @dataclass(frozen=True)
@@ -86,10 +85,7 @@ class AllButOneConfig(TrainingConfig):
 def run(pipe, request: EraseRequest, config: AllButOneConfig, hooks: TrainHooks) -> tuple[dict, dict]:
     """Train All but One; returns ({"unet.<name>": tensor in the pipeline's dtype}, info)."""
     base_dtype, device = pipe.unet.dtype, pipe.unet.device
-    frozen = pipe.unet if base_dtype == torch.float32 else frozen_copy(pipe.unet).float()
-    names = set(parameter_names(pipe.unet, config.train_method))
-    trained, chosen = trainable_copy(pipe.unet, lambda n: n in names)
-    trained.train()
+    frozen, trained, chosen = unet_pair(pipe, config.train_method)
     params = [p for p in trained.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
 

@@ -68,10 +68,9 @@ from ..config import check_choice, check_min
 from ..errors import InvalidValueError
 from ..sampling import encode_prompts, step_kwargs
 from . import EraseRequest, Method
-from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, frozen_copy, render_unet_check,
-                        trainable_copy)
+from ._training import (TrainHooks, TrainingConfig, TrainingLoop, changed_tensors, render_unet_check)
 from .concepts import check_templates, expand
-from .esd import PARAMETER_SETS, parameter_names
+from .esd import PARAMETER_SETS, unet_pair
 
 SALIENCY_SEED_OFFSET = 7919  # the saliency pass draws from its own generator, so resuming never replays it
 
@@ -154,10 +153,7 @@ def trajectory(unet: torch.nn.Module, scheduler: Any, cond: torch.Tensor, uncond
 def run(pipe, request: EraseRequest, config: ANTConfig, hooks: TrainHooks) -> tuple[dict, dict]:
     """Train ANT; returns ({"unet.<name>": tensor in the pipeline's dtype}, info)."""
     base_dtype, device = pipe.unet.dtype, pipe.unet.device
-    frozen = pipe.unet if base_dtype == torch.float32 else frozen_copy(pipe.unet).float()
-    names = set(parameter_names(pipe.unet, config.train_method))
-    trained, chosen = trainable_copy(pipe.unet, lambda n: n in names)
-    trained.train()
+    frozen, trained, chosen = unet_pair(pipe, config.train_method)
     named = [(n, p) for n, p in trained.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     opt = torch.optim.Adam(params, lr=config.lr)

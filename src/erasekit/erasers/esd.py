@@ -146,13 +146,21 @@ def esd_target(eps_c: torch.Tensor, eps_null: torch.Tensor, eps_from: torch.Tens
     return base - eta * (eps_c - eps_null)
 
 
+def unet_pair(pipe, train_method: str) -> tuple[torch.nn.Module, torch.nn.Module, list[str]]:
+    """(frozen, trained, chosen): the frozen reference UNet in float32 (the pipeline's own when it is float32), a
+    trainable float32 copy whose `train_method` parameters (`parameter_names`) alone require grad, in train mode,
+    and those parameters' names. What ESD and the UNet fine-tuning methods built on its loop start from."""
+    frozen = pipe.unet if pipe.unet.dtype == torch.float32 else frozen_copy(pipe.unet).float()
+    names = set(parameter_names(pipe.unet, train_method))
+    trained, chosen = trainable_copy(pipe.unet, lambda n: n in names)
+    trained.train()
+    return frozen, trained, chosen
+
+
 def run(pipe, request: EraseRequest, config: ESDConfig, hooks: TrainHooks) -> tuple[dict, dict]:
     """Train ESD; returns ({"unet.<name>": tensor in the pipeline's dtype}, info)."""
     base_dtype, device = pipe.unet.dtype, pipe.unet.device
-    frozen = pipe.unet if base_dtype == torch.float32 else frozen_copy(pipe.unet).float()
-    names = set(parameter_names(pipe.unet, config.train_method))
-    trained, chosen = trainable_copy(pipe.unet, lambda n: n in names)
-    trained.train()
+    frozen, trained, chosen = unet_pair(pipe, config.train_method)
     params = [p for p in trained.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
 
