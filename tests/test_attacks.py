@@ -31,6 +31,7 @@ TEST_CASES = [
     ("softprompt", {"steps": 3, "eval_every": 2}),
     ("softprompt", {"steps": 2, "method": "fast_at", "accumulate_grads": True}),
     ("rece_embedding", {}),
+    ("finding_dori", {"steps": 3, "eval_every": 2}),
 ]
 
 

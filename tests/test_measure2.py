@@ -98,6 +98,14 @@ def test_toy_world_key_characteristics_and_memorized_pairs(tmp_path):
     assert pairs[0].labels == {"object": "ring", "colour": "red", "artist": "Alva Renn"}
 
 
+def test_shipped_v2_model_is_registered_and_its_memorized_pairs_resolve_by_name():
+    from erasekit.models import model_card, models
+
+    assert "toyworld-v2" in models and model_card("toyworld-v2")["world"] == "toyworld"
+    pairs = get_world("toyworld").memorized_pairs("toyworld-v2", references=0)
+    assert sorted(p.count for p in pairs) == [1, 1, 1, 10, 10, 10, 100, 100, 100, 1000, 1000]
+
+
 def test_toy_membership_pairs_rerender_the_training_scenes(monkeypatch):
     import erasekit.world.plugin as plugin
     from erasekit.world.dataset import ToyDataset

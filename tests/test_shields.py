@@ -40,6 +40,7 @@ SHIELD_CASES = [
     ("adavd", {}, "images"),
     ("spm_transport:edits=SPM_EDIT", {}, "transport"),
     ("sae:file=SAE_FILE,templates=2,top=256", {"negatives": [UNPROTECTED]}, "images"),
+    ("geom_negative", {"tokens": "GEOM_TOKENS"}, "images"),  # random tokens (tests/test_geom_erasing.py: exactness)
 ]
 
 
@@ -61,6 +62,11 @@ def test_every_shield_runs(tiny_pipe, tmp_path, spec, kwargs, effect):
         sae, rec = train_sae(tiny_pipe, corpus("toyworld", 100, 0),
                              SAETrainConfig(expansion=8, k=8, steps=30, batch_tokens=256))
         spec = spec.replace("SAE_FILE", str(save_sae(sae, tmp_path / "sae.safetensors", rec)))
+    if kwargs.get("tokens") == "GEOM_TOKENS":  # Geom-Erasing's geometric tokens (random, on a 2 x 2 grid)
+        from erasekit.erasers.geom_erasing import GeomTokenSet
+
+        kwargs = {"tokens": GeomTokenSet("mark", 2, torch.randn(5, 32, generator=torch.Generator().manual_seed(0)),
+                                         (3,))}
     shield = get_shield(spec, concepts=["Zorbo"], pipe=tiny_pipe, **kwargs)
     images, info = shielded_generate(tiny_pipe, PROMPTS, SEEDS, shield, steps=STEPS)
     assert images.shape == base.shape and images.dtype == np.uint8

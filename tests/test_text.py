@@ -12,10 +12,10 @@ import torch
 from erasekit.edits import Edit
 from erasekit.errors import ErasekitError, InvalidValueError, UnknownNameError
 from erasekit.text import muse
+from erasekit.testing import small_text_world_config, tiny_text_lm
 from erasekit.text.world import TextWorldConfig, build_world
 
-SMALL = TextWorldConfig(n_entities=8, n_forget_entities=2, n_holdout_entities=2, n_books=2, n_forget_books=1,
-                        n_holdout_books=1, paragraphs_per_book=2, sentences_per_paragraph=2)
+SMALL = small_text_world_config()
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +26,7 @@ def world():
 @pytest.fixture(scope="module")
 def tiny_lm(world):
     """A random 1-layer GPT-2 with a BPE tokenizer trained on the small world (plumbing only)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from erasekit.text.train import train_tokenizer
-
-    tok = train_tokenizer([d.text for d in world.documents], 320)
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=16, n_layer=1, n_head=2,
-                                       bos_token_id=0, eos_token_id=0, pad_token_id=0)).eval()
-    return model, tok
+    return tiny_text_lm(world)
 
 
 # ------------------------------------------------------------------------------------------------ corpus

@@ -92,6 +92,8 @@ evaluators.add("toyworld-judge2", "erasekit.world.plugin:Judge2Evaluator",
                help="the toy world's second, differently built judge (cross-check of the oracle; calibrated)")
 evaluators.add("toyworld-oracle-v2", "erasekit.world.plugin:RobustOracleEvaluator",
                help="the toy world's robust oracle (wide placement, VAE round trips, occlusion; calibrated, 'unsure')")
+evaluators.add("toyworld-mark", "erasekit.world.plugin:MarkEvaluator",
+               help="the toy world v2's implicit mark (template correlation >= 0.6; boxes(): where it is)")
 
 
 # ---------------------------------------------------------------------------------------------------------- nudenet

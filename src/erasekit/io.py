@@ -57,6 +57,25 @@ def read_safetensors(path: str | Path) -> tuple[dict, dict[str, str]]:
     return tensors, json.loads(raw[8:8 + n]).get("__metadata__") or {}
 
 
+def read_json_file(path: str | Path, fmt: str, what: str, make: str, parse):
+    """`parse(d)` of the JSON file `path` whose "format" is `fmt`; every failure is one InvalidValueError line naming
+    the file as `what` and the command that makes one (`make`). `parse` may raise ValueError/KeyError/TypeError."""
+    import json
+
+    from .errors import InvalidValueError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidValueError(f"{what} {path} does not exist; make one with `{make}`")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if d.get("format") != fmt:
+            raise ValueError(f"format {d.get('format')!r}")
+        return parse(d)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InvalidValueError(f"{path} is not a valid {what} ({str(e)[:100]}); make one with `{make}`") from None
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint written by `torch.save`, loaded with `weights_only=True`: tensors, numbers, strings and
     containers only, so a crafted file cannot run code. Anything else (a pickle with code, a corrupt file) raises

@@ -38,6 +38,9 @@ class ModelSource:
 models: Registry[ModelSource] = Registry("model")
 models.add("toyworld", ModelSource(package_path="assets/toyworld/pipeline"),
            help="the shipped 32x32 toy-world Stable Diffusion (trained from scratch)")
+models.add("toyworld-v2", ModelSource(package_path="assets/toyworld_v2/pipeline"),
+           help="toy world v2: trained on the rich caption grammar, with the implicit mark, memorized pairs "
+                "(1/10/100/1000 copies) and a style only images evoke (its manifest says how)")
 
 
 CARD = "erasekit.json"  # a model folder's own defaults: {"world": ..., "sampling": {"steps": ..., "guidance": ...}}

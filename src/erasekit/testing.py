@@ -57,3 +57,31 @@ def random_spm_edit(pipe: StableDiffusionPipeline, concept: str, seed: int, scal
                                            ad.layers[n.replace(".", "__")].down.detach(), ad.layers[
                                                n.replace(".", "__")].scale) for n in ad.modules_}
     return Edit.from_tensors(pipe, tensors, method="spm", erase=[concept])
+
+
+def small_text_world_config():
+    """A text world of 8 entities and 2 books of 2 short paragraphs (the text tests' plumbing corpus)."""
+    from .text.world import TextWorldConfig
+
+    return TextWorldConfig(n_entities=8, n_forget_entities=2, n_holdout_entities=2, n_books=2, n_forget_books=1,
+                           n_holdout_books=1, paragraphs_per_book=2, sentences_per_paragraph=2)
+
+
+def small_text_world():
+    """The world of `small_text_world_config()`, built."""
+    from .text.world import build_world
+
+    return build_world(small_text_world_config())
+
+
+def tiny_text_lm(world, vocab: int = 320, seed: int = 0, context: int = 128):
+    """(model, tokenizer): a random 1-layer GPT-2 with a BPE tokenizer trained on `world`'s documents (plumbing only)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from .text.train import train_tokenizer
+
+    tok = train_tokenizer([d.text for d in world.documents], vocab)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=context, n_embd=16, n_layer=1, n_head=2,
+                                       bos_token_id=0, eos_token_id=0, pad_token_id=0)).eval()
+    return model, tok

@@ -149,6 +149,13 @@ class World:
         """(n, H, W, 3) uint8 images that show `concept` (few-shot erasers, inversion attacks)."""
         raise UnsupportedError(f"world {self.name!r} cannot draw images of {concept!r}; pass images=FOLDER_OR_NPY")
 
+    def captioned_images(self, model: Any, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+        """`n` (n, H, W, 3) uint8 images of `model`'s training set with their training captions (a seeded draw):
+        the data that methods re-captioning a model's training set fine-tune on (Geom-Erasing adds a detector's
+        geometric tokens to them)."""
+        raise UnsupportedError(f"world {self.name!r} does not know its model's training set; pass data=FILE.npz "
+                               "(arrays images (N, H, W, 3) uint8 and captions (N,) str)")
+
     def training_counts(self) -> dict[str, dict[str, int]] | None:
         """{family: {concept: training images}} when the world knows how its model was trained, else None."""
         return None

@@ -18,6 +18,7 @@ One file per paper, registered lazily here (so `erasekit ls` imports nothing hea
     concept_inversion  textual inversion on the erased model (Pham et al., "Circumventing Concept Erasure", ICLR 2024)
     relearn          few-shot (or benign: resurgence) LoRA / cross-attention fine-tuning of the erased model
     incontext        img2img from a reference image with a neutral prompt (UnUnlearning, Hu et al., 2024)
+    finding_dori     embedding search that re-triggers memorized images after pruning (Kowalczuk et al., 2025)
 
 Protocol (as the evaluation issue defines it): every attacked prompt is generated once on the target with seed
 `seed + i`; the success check (the toy oracle, NudeNet, any callable) decides whether the concept is present. A prompt
@@ -363,6 +364,8 @@ attacks.add("relearn", "erasekit.attacks.relearn:METHOD",
             help="relearning: fine-tune the erased model on a few concept images (or unrelated ones: variant=benign)")
 attacks.add("incontext", "erasekit.attacks.incontext:METHOD",
             help="in-context re-introduction: img2img from a reference image of the concept, neutral prompt")
+attacks.add("finding_dori", "erasekit.attacks.finding_dori:METHOD",
+            help="Finding Dori: text-embedding search near a memorized prompt that re-triggers replication after pruning")
 
 
 def get_attack(name: str) -> AttackMethod:

@@ -140,7 +140,7 @@ def eval_cmd(model: str, edits: tuple[str, ...], retrained: str, world_dir: str 
     """MUSE evaluation of a model (with edits applied): verbmem_f, knowmem_f/r, privleak, QA accuracy."""
     from ..edits import Edit
     from ..io import check_writable
-    from ..text.muse import evaluate_lm, mink_auc, privleak_texts, write_results
+    from ..text.muse import evaluate_lm, mink_auc, privleak_texts, text_results, write_results
     from ..text.models import load_text_model, resolve_world
 
     check_writable(Path(out) / "results.json", overwrite, "results")
@@ -159,14 +159,121 @@ def eval_cmd(model: str, edits: tuple[str, ...], retrained: str, world_dir: str 
         from ..text.restor import reference_distance
 
         metrics.update(reference_distance(lm, tok, ref, rtok, w))
-    results = {"format": "erasekit.text.results/1", "model": str(folder), "edits": [
-        {"path": p, "method": e.method, "edited_sha256": e.manifest["edited_sha256"]} for p, e in zip(edits, loaded)],
-        "world_sha256": w.content_sha256(), "auc_retrained": auc_ret, "metrics": metrics,
-        "eval_seconds": round(time.perf_counter() - t0, 1)}
-    samples = [{"metric": k, **r} for k, rs in rows.items() for r in rs]
+    label = "+".join(e.method for e in loaded) or "base"
+    edit_info = [{"path": p, "method": e.method, "edited_sha256": e.manifest["edited_sha256"]}
+                 for p, e in zip(edits, loaded)]
+    results = text_results({label: {"seeds": {"-": metrics}}}, model=str(folder), world_sha256=w.content_sha256(),
+                           extra={"edits": edit_info, "retrained": retrained})
+    results.update({"edits": edit_info, "auc_retrained": auc_ret, "metrics": metrics,
+                    "eval_seconds": round(time.perf_counter() - t0, 1)})
+    samples = [{"variant": label, "metric": k, **r} for k, rs in rows.items() for r in rs]
     write_results(out, results, samples)
+    _write_report(out)
     for k, v in metrics.items():
         console.print(f"{k:14s} {v:.4f}", highlight=False)
+
+
+def _write_report(out: str) -> None:
+    """report.html of a text run folder, rebuilt from its results.json as `erasekit report OUT` does."""
+    from ..report.eval_report import write_report
+
+    console.print(f"[bold green]report:[/] {write_report(out)}")
+
+
+def _specs(methods: tuple[str, ...]) -> list[tuple[str, str, dict]]:
+    """"method" or "method:key=value,key=value" -> (label, method, typed options); unknown names/options raise."""
+    out = []
+    for spec in methods:
+        method, _, opts = spec.partition(":")
+        pairs = tuple(p for p in opts.split(",") if p.strip())
+        out.append((spec, method.strip(), _options(method.strip(), pairs)))
+    labels = [s[0] for s in out]
+    if len(set(labels)) != len(labels):
+        from ..errors import InvalidValueError
+
+        raise InvalidValueError(f"--method given twice with the same spec: {labels}")
+    return out
+
+
+def _ints(value: str, flag: str) -> tuple[int, ...]:
+    from ..errors import InvalidValueError
+
+    try:
+        out = tuple(int(b) for b in value.split(",") if b.strip())
+    except ValueError:
+        raise InvalidValueError(f"{flag} must be comma-separated integers, got {value!r}") from None
+    if not out:
+        raise InvalidValueError(f"{flag} {value!r} names no number; e.g. {flag} 0,1,2")
+    return out
+
+
+@text.command("bench")
+@click.option("--method", "methods", multiple=True, required=True,
+              help='method or "method:key=value,..." (repeatable), e.g. --method npo_gdr --method ga:lr=5e-5')
+@click.option("--seeds", default="0,1,2", show_default=True, help="unlearning seeds (batch order); the table "
+              "reports the median and min-max over them")
+@click.option("--model", default="textworld", show_default=True, help="a causal-LM folder, or textworld")
+@click.option("--retrained", default="textworld-retrained", show_default=True,
+              help="the retrained reference for PrivLeak and the ref_* distances (a folder, or none)")
+@click.option("--world", "world_dir", default=None, help="world folder (default: the model's world)")
+@click.option("--relearn", "relearn_budgets", default=None, help="also run the relearning attack on every "
+              "unlearned model at these fine-tuning steps, e.g. 0,5,10,20")
+@click.option("--attack", "attacks", multiple=True, type=click.Choice(["in-context", "step-by-step"]),
+              help="also run this attack on every model (repeatable)")
+@click.option("--scalability", "sizes", default=None, help="MUSE scalability per method (first seed): forget-set "
+              "sizes in entities, e.g. 1,2,4")
+@click.option("--sustainability", is_flag=True, help="MUSE sustainability per method (first seed): one request per "
+              "forget entity, in sequence")
+@click.option("--threads", default=1, type=int, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="run folder (results.json, "
+              "samples.jsonl, report.html)")
+@click.option("--overwrite", is_flag=True)
+@friendly_errors
+def bench_cmd(methods: tuple[str, ...], seeds: str, model: str, retrained: str, world_dir: str | None,
+              relearn_budgets: str | None, attacks: tuple[str, ...], sizes: str | None, sustainability: bool,
+              threads: int, out: str, overwrite: bool) -> None:
+    """The MUSE table over several seeds: unlearn the whole forget split with every --method and seed, evaluate
+    the six-way metrics (and optionally the relearning attack); results.json in the evaluation report's format and
+    report.html (`erasekit report OUT` rebuilds it)."""
+    import torch
+
+    from ..errors import InvalidValueError
+    from ..io import RunLock, check_writable
+    from ..text.models import load_text_model, resolve_world
+    from ..text.muse import run_methods, text_results, write_results
+
+    check_writable(Path(out) / "results.json", overwrite, "results")
+    if threads < 1:
+        raise InvalidValueError(f"--threads must be >= 1, got {threads}")
+    specs = _specs(methods)
+    seed_list = _ints(seeds, "--seeds")
+    budgets = _ints(relearn_budgets, "--relearn") if relearn_budgets is not None else ()
+    size_list = _ints(sizes, "--scalability") if sizes is not None else ()
+    torch.set_num_threads(threads)
+    lm, tok, folder = load_text_model(model)
+    w = resolve_world(world_dir, folder)
+    ref = None
+    if retrained.lower() != "none":
+        ref_lm, ref_tok, _ = load_text_model(retrained)
+        ref = (ref_lm, ref_tok)
+    t0 = time.perf_counter()
+    with RunLock(out):
+        variants, samples = run_methods(lm, tok, w, specs, seed_list, reference=ref, relearn_budgets=budgets,
+                                        attacks=attacks, scalability=size_list, sustainability=sustainability,
+                                        threads=threads,
+                                        log=lambda s: console.print(s, highlight=False))
+        results = text_results(variants, model=str(folder), world_sha256=w.content_sha256(),
+                               extra={"retrained": retrained, "seeds": list(seed_list), "methods": list(methods),
+                                      "relearn_budgets": list(budgets), "attacks": list(attacks),
+                                      "scalability": list(size_list), "sustainability": sustainability,
+                                      "seconds": round(time.perf_counter() - t0, 1)})
+        write_results(out, results, samples)
+    from ..report.markdown import results_table
+    from ..report.text_report import LEADERBOARD
+
+    present = {k for v in results["variants"].values() for k in v["mean"]}
+    click.echo(results_table(results, [c for c in LEADERBOARD if c in present] + ["edit_seconds"]))
+    _write_report(out)
 
 
 @text.command("attack")
@@ -174,7 +281,8 @@ def eval_cmd(model: str, edits: tuple[str, ...], retrained: str, world_dir: str 
 @click.option("--model", default="textworld", show_default=True, help="a causal-LM folder, or textworld")
 @click.option("--edit", "edits", multiple=True, help="edit file(s) to apply first (the unlearned model)")
 @click.option("--world", "world_dir", default=None, help="world folder (default: the model's world)")
-@click.option("--budgets", default="0,5,10,20", show_default=True, help="relearn: fine-tuning steps to measure at")
+@click.option("--budgets", default=None, help="relearn: fine-tuning steps to measure at (default 0,5,10,20); "
+              "restor: unlearning steps of a budget curve per method (default: none, the methods' own steps)")
 @click.option("--method", "methods", multiple=True, help="restor: unlearning method(s) run on the injected wrong "
               "facts (repeatable; default: ga and npo)")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run folder (results.json)")
@@ -192,10 +300,9 @@ def attack_cmd(kind: str, model: str, edits: tuple[str, ...], world_dir: str | N
     from ..text.muse import write_results
 
     check_writable(Path(out) / "results.json", overwrite, "results")
-    try:
-        steps = tuple(int(b) for b in budgets.split(",") if b.strip())
-    except ValueError:
-        raise InvalidValueError(f"--budgets must be comma-separated step counts, got {budgets!r}") from None
+    if budgets is not None and kind not in ("relearn", "restor"):
+        raise InvalidValueError(f"--budgets is for --kind relearn or restor, not {kind}")
+    steps = _ints(budgets, "--budgets") if budgets is not None else ((0, 5, 10, 20) if kind == "relearn" else ())
     if methods and kind != "restor":
         raise InvalidValueError(f"--method is for --kind restor, not {kind}")
     if methods:
@@ -217,12 +324,13 @@ def attack_cmd(kind: str, model: str, edits: tuple[str, ...], world_dir: str | N
     elif kind == "restor":
         from ..text.restor import restor
 
-        res = restor(lm, tok, w, list(methods) or ["ga", "npo"])
+        res = restor(lm, tok, w, list(methods) or ["ga", "npo"], budgets=steps)
     else:
         res = attacks.in_context(lm, tok, w.qa("forget"))
     write_results(out, {"format": "erasekit.text.attack/1", "kind": kind, "model": str(folder),
                         "edits": list(edits), "world_sha256": w.content_sha256(), "result": res})
     click.echo(json.dumps(res.get("curve") or {k: v for k, v in res.items() if k != "rows"}))
+    _write_report(out)
 
 
 @text.command("curve")
@@ -245,10 +353,14 @@ def curve_cmd(model: str, world_dir: str | None, out: str, overwrite: bool) -> N
                         **res})
     click.echo(f"accuracy by frequency: {res['accuracy_by_frequency']}; change point at "
                f"{res['threshold']['threshold']}")
+    _write_report(out)
 
 
 from .text_mark_cmds import mark as _text_mark  # noqa: E402  (`erasekit text mark ...`)
 
 text.add_command(_text_mark)
+from .text_provenance_cmds import provenance as _text_provenance  # noqa: E402  (`erasekit text provenance ...`)
+
+text.add_command(_text_provenance)
 
 COMMANDS = [text]

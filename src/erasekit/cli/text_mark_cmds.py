@@ -3,6 +3,7 @@
     erasekit text mark keygen --method greenlist --out me.key            # a secret key file you keep
     erasekit text mark keygen --method majority_bits --message 37 --out user37.key
     erasekit text mark embed --key me.key --prompt "" -n 4 --out marked.jsonl
+    erasekit text mark embed --key bb.key --file plain.jsonl --out marked.jsonl   # post-hoc (blackbox_lexical)
     erasekit text mark detect --key me.key --file marked.jsonl          # z / p-value (bits), decision, rule
     erasekit text mark attack --attack "substitute:rate=0.2" --file marked.jsonl --out attacked.jsonl
     erasekit text mark zeroshot --file marked.jsonl                     # no key: was it sampled from the model?
@@ -77,7 +78,8 @@ def ls_cmd() -> None:
 
 
 @mark.command("keygen")
-@click.option("--method", required=True, help="greenlist, exp_edit, majority_bits (options: greenlist:delta=1.5)")
+@click.option("--method", required=True, help="greenlist, exp_edit, majority_bits, blackbox_lexical (options: "
+                                                "greenlist:delta=1.5)")
 @click.option("--model", default="textworld", show_default=True, help="causal-LM folder (or textworld) whose "
                                                                      "tokenizer and vocabulary the key fits")
 @click.option("--message", default=None, type=int, help="majority_bits: the user id to embed")
@@ -107,7 +109,8 @@ def _load(key_path: str, model: str):
     key = TextKey.load(key_path)
     wm = mark_for_key(key)
     lm, tok, _ = load_text_model(model)
-    key.check_tokenizer(tok)
+    if not getattr(wm, "posthoc", False):  # post-hoc methods read words, not token ids
+        key.check_tokenizer(tok)
     return wm, key, lm, tok
 
 
@@ -118,15 +121,31 @@ def _load(key_path: str, model: str):
 @click.option("--max-new-tokens", default=128, show_default=True, type=int, help="tokens per text")
 @click.option("--seed", default=0, show_default=True, type=int, help="sampling seed")
 @click.option("--model", default="textworld", show_default=True, help="causal-LM folder, or textworld")
+@click.option("--file", "files", multiple=True, help="post-hoc methods (blackbox_lexical): JSONL or text file(s) "
+                                                     "to mark instead of generating")
+@click.option("--text", "texts", multiple=True, help="post-hoc methods: a text to mark (repeatable)")
 @click.option("--out", required=True, help="output JSONL (prompt, text, method, key)")
 @click.option("--overwrite", is_flag=True, help="replace an existing output")
 @friendly_errors
-def embed_cmd(key_path, prompts, n, max_new_tokens, seed, model, out, overwrite) -> None:
-    """Generate marked text by sampling the model through the key's LogitsProcessor."""
+def embed_cmd(key_path, prompts, n, max_new_tokens, seed, model, files, texts, out, overwrite) -> None:
+    """Generate marked text by sampling the model through the key's LogitsProcessor (post-hoc methods: mark --file /
+    --text, or the model's plain samples of --prompt)."""
     from ..io import check_writable
     from ..text.marks import decode
 
     check_writable(out, overwrite, what="text output")
+    if files or texts:
+        wm, key, lm, tok = _load(key_path, model)
+        if not getattr(wm, "posthoc", False):
+            raise InvalidValueError(f"{wm.name} marks in generation; --file/--text are for post-hoc methods "
+                                    "(blackbox_lexical); use --prompt")
+        items = _read_texts(files, texts)
+        rows = [{"text": t, "method": wm.name, "key": key.fingerprint()}
+                for t in wm.embed_texts(key, items, model=lm, tokenizer=tok)]
+        _write_jsonl(out, rows, overwrite=True)
+        console.print(f"wrote {out}: {len(rows)} text(s) marked post hoc with {wm.name} key {key.fingerprint()}",
+                      highlight=False)
+        return
     if not prompts:
         raise InvalidValueError("pass --prompt TEXT (repeatable; --prompt \"\" starts from BOS)")
     if n < 1:

@@ -9,6 +9,7 @@ Each method is one file (config dataclass + function) registered lazily here, so
     speed    SPEED null-space-constrained closed form (Li et al., ICLR 2026)
     trce     TRCE stage 1, [EoT] closed-form edit of malicious prompts (Chen et al., ICCV 2025)
     leace    LEACE on text-encoder outputs folded into cross-attention (Belrose et al., NeurIPS 2023), baseline
+    mempruning  Memorized-subspace pruning (Chavhan et al., 2024): Wanda-score pruning of UNet FFN weights
 
 Fine-tuning methods (`Method(trains=True)`) share the loop of `_training.py` (progress, seed, budget, checkpoints,
 early stop on a concept check passed as `erase(..., hooks=TrainHooks(check=...))`). Text-encoder trainers:
@@ -119,8 +120,12 @@ erasers.add("doco", "erasekit.erasers.doco:METHOD",
             help="DoCo: discriminator aligns the concept's outputs with an anchor domain; concept-preserving gradient")
 erasers.add("allbutone", "erasekit.erasers.allbutone:METHOD",
             help="All but One: change only the target's guidance term; keep unconditional and other scores")
+erasers.add("geom_erasing", "erasekit.erasers.geom_erasing:METHOD",
+            help="Geom-Erasing: detector's geometric tokens added to captions, fine-tune, tokens as negative prompt")
 erasers.add("ant", "erasekit.erasers.ant:METHOD",
             help="ANT: reverse guidance in mid-to-late steps, keep early ones; saliency-masked weights")
+erasers.add("mempruning", "erasekit.erasers.mempruning:METHOD",
+            help="Memorized-subspace pruning: zero FFN weights whose Wanda scores single out memorized prompts")
 
 
 def get_eraser(name: str) -> Method:

@@ -96,16 +96,29 @@ def read_run(run_dir: str | Path) -> tuple[dict, list[dict]]:
     """(results, samples) of a run folder; a missing or unreadable file raises naming it."""
     run_dir = Path(run_dir)
     files = {"results.json": run_dir / "results.json", "samples.jsonl": run_dir / "samples.jsonl"}
+    if not files["samples.jsonl"].is_file() and files["results.json"].is_file() and _text_run(files["results.json"]):
+        del files["samples.jsonl"]  # text attack / curve runs write results.json only
     for name, p in files.items():
         if not p.is_file():
             raise ErasekitError(f"{run_dir} holds no {name}: not an evaluation run folder (run `erasekit eval --out "
                                 f"{run_dir}` first)")
     try:
         results = json.loads(files["results.json"].read_text())
-        samples = [json.loads(line) for line in files["samples.jsonl"].read_text().splitlines() if line.strip()]
+        samples = [json.loads(line) for line in files["samples.jsonl"].read_text().splitlines() if line.strip()] \
+            if "samples.jsonl" in files else []
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ErasekitError(f"{run_dir}: results.json or samples.jsonl is not valid JSON ({e}); rerun the evaluation")
     return results, samples
+
+
+def _text_run(results_file: Path) -> bool:
+    """Whether results.json is a text-world result (`erasekit text ...`), rendered by `text_report`."""
+    from .text_report import is_text_results
+
+    try:
+        return is_text_results(json.loads(results_file.read_text()))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
 
 
 def _cached_images(run_dir: Path, part: Path | str, cache: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -205,6 +218,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     whose concepts each have their own sub-folder); written to `out` (default: <run_dir>/report.html)."""
     run_dir = Path(run_dir)
     results, samples = read_run(run_dir)
+    from .text_report import add_text_sections, is_text_results
+
+    if is_text_results(results):  # the text world (erasekit text ...)
+        rep = HtmlReport(title if title != "erasekit evaluation" else "erasekit text-world evaluation")
+        add_text_sections(rep, results)
+        return rep.write(Path(out) if out is not None else run_dir / "report.html")
     run_dirs = {}
     for t in results["targets"]:
         sub = run_dir / slug(t)

@@ -56,6 +56,8 @@ def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), p
     all_runs = list(results) if many else [results]
     if not all_runs:
         raise ErasekitError("results_table needs at least one result")
+    if any("variants" not in r for r in all_runs):
+        raise ErasekitError("a result has no variants table (a text-world attack or curve run?); open its report.html")
     labels = list(runs) if runs is not None else [r.get("provenance", {}).get("suite", f"run {i}")
                                                    for i, r in enumerate(all_runs)]
     if len(labels) != len(all_runs):

@@ -59,6 +59,8 @@ shields.add("spm_transport", "erasekit.shields.spm_transport:SPMTransport",
 shields.add("sae", "erasekit.shields.sae:SAEShield",
             help="ItD: one sparse autoencoder on the text encoder; deactivate a concept's features in prompts it "
                  "classifies as the concept (zero-shot)")
+shields.add("geom_negative", "erasekit.shields.geom_negative:GeomNegative",
+            help="Geom-Erasing's negative prompt of learned geometric tokens (existence + location; from its edit)")
 shields.add("image_filter", "erasekit.shields.detector:ImageFilter",
             help="output filter (toy oracle, NudeNet or a user classifier): blocks or regenerates flagged images")
 

@@ -42,8 +42,11 @@ class RelearnConfig:
     lr: float = field(default=5e-4, metadata={"help": "AdamW learning rate"})
     batch_size: int = field(default=8, metadata={"help": "documents per step"})
     seed: int = field(default=0, metadata={"help": "which entities are shown, and batch order"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads of the fine-tuning"})
 
     def __post_init__(self) -> None:
+        if int(self.threads) < 1:
+            raise InvalidValueError(f"threads must be >= 1, got {self.threads!r}")
         if not 0 < self.shown_fraction < 1:
             raise InvalidValueError(f"shown_fraction must be in (0, 1), got {self.shown_fraction!r}")
         if not self.budgets or any(int(b) < 0 for b in self.budgets):
@@ -86,7 +89,7 @@ def relearn(model: Any, tokenizer: Any, world: Any, config: RelearnConfig | None
         tuned: dict[str, torch.Tensor] = {}
         if steps:
             tuned, _ = run_loop(model, tokenizer, texts, (), LoopConfig(steps=steps, lr=cfg.lr,
-                                batch_size=cfg.batch_size, seed=cfg.seed, budget_s=0.0),
+                                batch_size=cfg.batch_size, seed=cfg.seed, threads=cfg.threads, budget_s=0.0),
                                 lambda m, fb, rb, ref: lm_ce(m, fb))
         with temporarily(model, tuned):
             _, acc_shown, _ = muse.knowmem(model, tokenizer, facts_shown)
@@ -94,7 +97,8 @@ def relearn(model: Any, tokenizer: Any, world: Any, config: RelearnConfig | None
             vm, _ = muse.verbmem(model, tokenizer, items)
         curve.append({"steps": steps, "qa_acc_shown": acc_shown, "qa_acc_unseen": acc_unseen, "verbmem_f": vm})
     return {"shown": shown, "unseen": unseen, "config": {"shown_fraction": cfg.shown_fraction, "lr": cfg.lr,
-                                                           "budgets": list(cfg.budgets)}, "curve": curve}
+                                                           "budgets": list(cfg.budgets), "seed": cfg.seed},
+            "curve": curve}
 
 
 # every text attack by its `erasekit text attack --kind` name -> "module:function" (imported on use)

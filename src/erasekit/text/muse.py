@@ -95,7 +95,9 @@ def min_k_scores(logprobs: Sequence[np.ndarray], k: float = MIN_K) -> list[float
 
 @torch.no_grad()
 def token_logprobs(model: Any, tokenizer: Any, texts: Sequence[str], max_len: int = 256) -> list[np.ndarray]:
-    """Per text, the log-probs of tokens 2..n given their prefix."""
+    """Per text, the log-probs of tokens 2..n given their prefix (n <= max_len and <= the model's context)."""
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    max_len = min(max_len, int(limit)) if limit else max_len
     out = []
     for t in texts:
         ids = torch.tensor([tokenizer(t, add_special_tokens=False)["input_ids"][:max_len]])
@@ -107,7 +109,8 @@ def token_logprobs(model: Any, tokenizer: Any, texts: Sequence[str], max_len: in
 @torch.no_grad()
 def greedy(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
     """Greedy continuations (decoded, without the prompt). Prompts of equal token length are batched together, so
-    no padding is involved."""
+    no padding is involved. A prompt that fills the model's whole context keeps only its last tokens (the context
+    minus the continuation, at most half of it); a shorter one gets fewer new tokens if the context ends first."""
     enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     out: list[str] = [""] * len(prompts)
     groups: dict[int, list[int]] = {}
@@ -115,7 +118,9 @@ def greedy(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: i
         groups.setdefault(len(e), []).append(i)
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 10**9)
     for n, idx in groups.items():
-        ids = torch.tensor([enc[i] for i in idx])
+        keep = int(limit) - min(max_new_tokens, int(limit) // 2)
+        ids = torch.tensor([enc[i][-keep:] if n >= int(limit) else enc[i] for i in idx])
+        n = ids.shape[1]
         new = max(1, min(max_new_tokens, int(limit) - n))
         gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False,
                              pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -285,6 +290,8 @@ def sustainability_runs(model: Any, tokenizer: Any, world: Any, method: str, **o
     """MUSE's sustainability: one unlearning request per forget entity, each made on top of the previous edits
     (applied); after each, QA accuracy on everything forgotten so far and on retain facts. The model is restored at
     the end (the edits are reverted in reverse order)."""
+    import time
+
     from .unlearn import unlearn
 
     ents = sorted(e for e, s in world.entity_split.items() if s == "forget")
@@ -292,14 +299,218 @@ def sustainability_runs(model: Any, tokenizer: Any, world: Any, method: str, **o
     try:
         for i, e in enumerate(ents):
             forget, retain = world.forget_request(entities=[e])
+            t = time.perf_counter()
             edit = unlearn(model, tokenizer, method, forget, retain, forget_names=[e], **options)
+            secs = time.perf_counter() - t
             edit.apply(model)
             applied.append(edit)
             done = ents[:i + 1]
             _, acc_f, _ = knowmem(model, tokenizer, [f for f in world.facts if f.entity in done])
             _, acc_r, _ = knowmem(model, tokenizer, world.qa("retain"))
-            out.append({"requests": i + 1, "qa_acc_forgotten": acc_f, "qa_acc_retain": acc_r})
+            out.append({"requests": i + 1, "qa_acc_forgotten": acc_f, "qa_acc_retain": acc_r,
+                        "seconds": round(secs, 2)})
     finally:
         for edit in reversed(applied):
             edit.revert(model)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ results format
+# The text world's result names with their direction (None: no better side, e.g. PrivLeak is best near 0), written
+# into results.json as `metrics_info` in the image side's shape, so `erasekit report` highlights and arrows them.
+TEXT_METRICS: dict[str, tuple[bool | None, str]] = {
+    "verbmem_f": (False, "ROUGE-L F1 of continuations of forget-book prefixes (verbatim memorisation)"),
+    "knowmem_f": (False, "ROUGE-L F1 of answers to forget-fact questions (knowledge memorisation)"),
+    "knowmem_r": (True, "ROUGE-L F1 of answers to retain-fact questions (utility preservation)"),
+    "qa_acc_forget": (False, "exact-match QA accuracy on forget facts"),
+    "qa_acc_retain": (True, "exact-match QA accuracy on retain facts"),
+    "privleak": (None, "MUSE PrivLeak, percent: 0 = like the retrained model, -100 = under-, > 0 = over-unlearning"),
+    "mink_auc": (None, "MUSE forget_holdout_Min-40% AUC (holdout = positive class)"),
+    "ref_agree_f": (True, "forget questions answered as the retrained model answers them"),
+    "ref_gap_f": (None, "NLL/char(model) - NLL/char(retrained) on forget texts, nats (0 = like the retrained)"),
+    "ref_absgap_f": (False, "mean |per-text gap| to the retrained model on forget texts, nats"),
+    "ref_gap_r": (None, "the signed gap to the retrained model on retain texts, nats"),
+    "edit_seconds": (False, "wall time of the unlearning run, seconds"),
+}
+TEXT_TARGET = "forget-split"  # the results' single "target": the forget request
+
+
+def text_metrics_info(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{name: {"higher_is_better", "help", "metric"}} as the image side's `erasekit.metrics.metrics_info`."""
+    out = {}
+    for n in names:
+        h, text = TEXT_METRICS.get(n, (None, "text-world measurement"))
+        out[n] = {"higher_is_better": h, "help": text, "metric": "cost" if n.endswith("_seconds") else "text"}
+    return out
+
+
+def median_spread(values: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Per key present in every dict: (median, [min, max]) over the dicts (one per seed); non-numbers are skipped."""
+    if not values:
+        raise InvalidValueError("no runs to aggregate")
+    keys = [k for k in values[0] if all(isinstance(v.get(k), (int, float)) and not isinstance(v.get(k), bool)
+                                        for v in values)]
+    med = {k: float(np.median([v[k] for v in values])) for k in keys}
+    spread = {k: [float(min(v[k] for v in values)), float(max(v[k] for v in values))] for k in keys}
+    return med, spread
+
+
+def text_results(variants: dict[str, dict[str, Any]], *, model: str, world_sha256: str,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """results.json in the image side's shape (`variants` -> {"mean", "metrics": {target: ...}, "cost"}, `targets`,
+    `metrics_info`, `provenance`), rendered by `erasekit report` and `report.markdown.results_table`.
+    `variants[name]` holds "seeds" ({seed: metrics}, one or more runs) and optionally "attacks"; "mean" is the MEDIAN
+    over the seeds (the report's aggregate column; `provenance.aggregate` says so), "spread" its [min, max]."""
+    import platform
+
+    from .. import __version__
+
+    out_variants = {}
+    for name, v in variants.items():
+        runs = list(v["seeds"].values())
+        med, spread = median_spread(runs)
+        cost = {k: med.pop(k) for k in list(med) if k.endswith("_seconds")}
+        spread = {k: s for k, s in spread.items() if k in med}
+        entry = {"mean": med, "metrics": {TEXT_TARGET: med}, "cost": cost, "seeds": v["seeds"],
+                 "spread": spread if len(runs) > 1 else {}}
+        for k in ("spec", "attacks", "sixway"):
+            if k in v:
+                entry[k] = v[k]
+        out_variants[name] = entry
+    names = sorted({k for v in out_variants.values() for k in list(v["mean"]) + list(v["cost"])})
+    return {"format": "erasekit.text.results/2", "modality": "text", "targets": [TEXT_TARGET],
+            "variants": out_variants, "metrics_info": text_metrics_info(names),
+            "provenance": {"erasekit_version": __version__, "model": model, "world_sha256": world_sha256,
+                           "aggregate": "median over seeds (spread: min and max)", "torch": torch.__version__,
+                           "threads": torch.get_num_threads(), "python": platform.python_version(),
+                           **(extra or {})}}
+
+
+RUN_ATTACKS = ("in-context", "step-by-step")  # `run_methods(attacks=...)`: attacks without a budget
+
+
+def _fixed_attacks(model: Any, tokenizer: Any, world: Any, attacks: Sequence[str]) -> dict[str, Any]:
+    """The budget-free attacks on one model: {"in-context": {qa_acc, qa_acc_in_context}, "step-by-step": summary}."""
+    out: dict[str, Any] = {}
+    if "in-context" in attacks:
+        from .attacks import in_context
+
+        out["in-context"] = in_context(model, tokenizer, world.qa("forget"))
+    if "step-by-step" in attacks:
+        from .reasoning_attack import step_by_step
+
+        res = step_by_step(model, tokenizer, world)
+        out["step-by-step"] = {split: {k: v for k, v in res[split].items()} for split in ("forget", "retain")
+                               if split in res}
+    return out
+
+
+def run_methods(model: Any, tokenizer: Any, world: Any, specs: Sequence[tuple[str, str, dict[str, Any]]],
+                seeds: Sequence[int], reference: tuple[Any, Any] | None = None, relearn_budgets: Sequence[int] = (),
+                attacks: Sequence[str] = (), scalability: Sequence[int] = (), sustainability: bool = False,
+                threads: int = 1, log: Callable[[str], None] | None = None,
+                ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The MUSE table over several seeds: for each (label, method, options) and seed, unlearn the whole forget split
+    (the seed sets the method's batch order), evaluate (`evaluate_lm`; with `reference` = (retrained model,
+    tokenizer) also PrivLeak and `restor.reference_distance`), and with `relearn_budgets` run the relearning attack
+    (`attacks.relearn`, same seed) on the unlearned model; `attacks` (of RUN_ATTACKS) adds the in-context and
+    step-by-step attacks. MUSE's last two ways, per method with the first seed: `scalability` (forget-set sizes in
+    entities, `scalability_runs`) and `sustainability` (one request per forget entity in sequence,
+    `sustainability_runs`), under variants[label]["sixway"]. The base model (and the reference) are evaluated once
+    (deterministic, greedy); the
+    reference's relearning curve is run per seed (the seed picks the entities shown). Returns (variants for
+    `text_results`, per-sample rows); attack results are under variants[label]["attacks"][kind][seed]."""
+    import time
+
+    from .unlearn import unlearn
+
+    bad = sorted(set(attacks) - set(RUN_ATTACKS))
+    if bad:
+        raise InvalidValueError(f"unknown attack(s) {bad}; choose from {', '.join(RUN_ATTACKS)}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InvalidValueError(f"seeds must be distinct integers, at least one, got {list(seeds)}")
+    for label, _, opts in specs:
+        if "seed" in opts or "threads" in opts:
+            raise InvalidValueError(f"{label}: give seeds with --seeds and threads with --threads, not as options")
+    say = log or (lambda s: None)
+    auc_ret = None
+    if reference is not None:
+        auc_ret = mink_auc(reference[0], reference[1], *privleak_texts(world))
+    forget, retain = world.forget_request()
+    variants: dict[str, dict[str, Any]] = {}
+    samples: list[dict[str, Any]] = []
+
+    def measure(label: str, seed: int | None) -> dict[str, float]:
+        met, rows = evaluate_lm(model, tokenizer, world, auc_ret)
+        if reference is not None:
+            from .restor import reference_distance
+
+            met.update(reference_distance(model, tokenizer, reference[0], reference[1], world))
+        samples.extend({"variant": label, "seed": seed, "metric": k, **r} for k, rs in rows.items() for r in rs)
+        return met
+
+    refs = [("base", model, tokenizer)] + ([("retrained", *reference)] if reference is not None else [])
+    for label, m, t in refs:
+        met, rows = evaluate_lm(m, t, world, auc_ret)
+        samples.extend({"variant": label, "seed": None, "metric": k, **r} for k, rs in rows.items() for r in rs)
+        if label == "base" and reference is not None:
+            from .restor import reference_distance
+
+            met.update(reference_distance(m, t, reference[0], reference[1], world))
+        variants[label] = {"seeds": {"-": met}}
+        fixed = _fixed_attacks(m, t, world, attacks)
+        if fixed:
+            variants[label]["attacks"] = {k: {"-": v} for k, v in fixed.items()}
+        if relearn_budgets and label == "retrained":  # the baseline: what the shown texts teach a model that never
+            from .attacks import RelearnConfig, relearn  # saw the forget split, for each seed's choice of entities
+
+            variants[label].setdefault("attacks", {})["relearn"] = {str(s): relearn(m, t, world, RelearnConfig(
+                budgets=tuple(relearn_budgets), seed=s, threads=threads)) for s in seeds}
+        say(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in met.items()))
+    for label, method, opts in specs:
+        entry: dict[str, Any] = {"spec": {"method": method, "options": opts}, "seeds": {}}
+        for seed in seeds:
+            t0 = time.perf_counter()
+            edit = unlearn(model, tokenizer, method, forget, retain, forget_names=["forget-split"], seed=seed,
+                           threads=threads, **opts)
+            secs = time.perf_counter() - t0
+            torch.set_num_threads(threads)
+            with edit.applied(model):
+                met = measure(label, seed)
+                met["edit_seconds"] = round(secs, 2)
+                if relearn_budgets:
+                    from .attacks import RelearnConfig, relearn
+
+                    res = relearn(model, tokenizer, world, RelearnConfig(budgets=tuple(relearn_budgets), seed=seed,
+                                                                         threads=threads))
+                    entry.setdefault("attacks", {}).setdefault("relearn", {})[str(seed)] = res
+                for k, v in _fixed_attacks(model, tokenizer, world, attacks).items():
+                    entry.setdefault("attacks", {}).setdefault(k, {})[str(seed)] = v
+            entry["seeds"][str(seed)] = met
+            if seed == seeds[0] and (scalability or sustainability):
+                six: dict[str, Any] = {"seed": seed}
+                if scalability:
+                    six["scalability"] = scalability_runs(model, tokenizer, world, method, scalability, seed=seed,
+                                                          threads=threads, **opts)
+                if sustainability:
+                    six["sustainability"] = sustainability_runs(model, tokenizer, world, method, seed=seed,
+                                                                threads=threads, **opts)
+                entry["sixway"] = six
+            say(f"{label} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in met.items()))
+        variants[label] = entry
+    return variants, samples
+
+
+def median_curve(curves: Sequence[Sequence[dict[str, Any]]], x: str = "steps") -> list[dict[str, Any]]:
+    """Budget curves of several seeds (each a list of {x: budget, metric: value}) -> one list with, per budget
+    present in every curve, the median of each metric and its [min, max] under "<metric>_range"."""
+    if not curves:
+        raise InvalidValueError("no curves to aggregate")
+    common = sorted(set.intersection(*({row[x] for row in c} for c in curves)))
+    out = []
+    for b in common:
+        rows = [next(r for r in c if r[x] == b) for c in curves]
+        med, spread = median_spread([{k: v for k, v in r.items() if k != x} for r in rows])
+        out.append({x: b, **med, **{f"{k}_range": s for k, s in spread.items()}, "n": len(rows)})
     return out

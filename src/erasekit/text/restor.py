@@ -23,6 +23,8 @@ NPO recovers, GA and KL mostly just forget). Two measurements here:
     model by fine-tuning (the corruption), unlearn the corruption documents with a method, and measure on those
     entities' facts the fraction answered with the true (clean) answer, with the injected wrong answer, and the
     recovery = (clean acc after unlearning - corrupted acc) / (clean model acc - corrupted acc).
+    Budget curves: `restor(..., budgets=...)` repeats the unlearning for several step counts (the unlearner's
+    budget); `injection_curve` repeats the whole protocol for several injection step counts (the corrupter's).
 
 Deviations from the official code: RESTOR corrupts Llama-3-8B / Mistral-7B with Wikidata facts mixed into
 Wikipedia-like documents, queries with 5 in-context examples, sampled generations and a ChatGPT judge; here the
@@ -162,11 +164,14 @@ def _score(model: Any, tokenizer: Any, facts: Sequence[Any], wrong: dict[tuple[s
 
 
 def restor(model: Any, tokenizer: Any, world: Any, methods: Sequence[str], config: RestorConfig | None = None,
-           method_options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+           method_options: dict[str, dict[str, Any]] | None = None, budgets: Sequence[int] = ()) -> dict[str, Any]:
     """Corrupt `model` (in place, restored on exit) with wrong facts, unlearn the corruption with each of `methods`
     (forget = corruption documents, retain = the world's other trained documents), and report per state — clean,
     corrupted, each method — accuracy on the true answers, on the injected ones, agreement with the clean model,
-    retain QA (utility), and `recovery`. `method_options` maps a method to its options (e.g. {"npo": {"lr": 1e-4}})."""
+    retain QA (utility), and `recovery`. `method_options` maps a method to its options (e.g. {"npo": {"lr": 1e-4}}).
+    `budgets` (unlearning steps, e.g. (0, 10, 30, 60)) adds a budget curve per method under "curves": the same
+    scores after unlearning the corruption for each number of steps (0 = the corrupted model); each budget is its
+    own run from the corrupted model, with the method's other options unchanged."""
     from .attacks import temporarily
     from .unlearn import unlearn
     from .unlearn._loop import LoopConfig, lm_ce, run_loop
@@ -174,6 +179,13 @@ def restor(model: Any, tokenizer: Any, world: Any, methods: Sequence[str], confi
     cfg = config or RestorConfig()
     if not methods:
         raise InvalidValueError("no unlearning methods given; name at least one (e.g. npo, ga)")
+    budgets = sorted({int(b) for b in budgets})
+    if any(b < 0 for b in budgets):
+        raise InvalidValueError(f"budgets must be unlearning steps >= 0, got {budgets}")
+    for m, opts in (method_options or {}).items():
+        if budgets and "steps" in opts:
+            raise InvalidValueError(f"{m}: steps={opts['steps']} and budgets {budgets} both set the unlearning "
+                                    "steps; give one")
     facts, wrong, docs = corruption(world, cfg)
     chosen = sorted({f.entity for f in facts})
     utility = [f for f in world.qa("retain") if f.entity not in chosen]  # the other retain facts
@@ -181,6 +193,7 @@ def restor(model: Any, tokenizer: Any, world: Any, methods: Sequence[str], confi
     _, _, clean_rows = muse.knowmem(model, tokenizer, facts)
     clean_answers = [r["output"] for r in clean_rows]
     states = {"clean": _score(model, tokenizer, facts, wrong, clean_answers, utility)}
+    curves: dict[str, list[dict[str, Any]]] = {}
     injected, stats = run_loop(model, tokenizer, docs, retain_texts if cfg.replay else (), LoopConfig(
         steps=cfg.inject_steps, lr=cfg.inject_lr, batch_size=cfg.batch_size, seed=cfg.seed, threads=cfg.threads,
         budget_s=0.0),
@@ -193,10 +206,42 @@ def restor(model: Any, tokenizer: Any, world: Any, methods: Sequence[str], confi
             with edit.applied(model):
                 states[method] = _score(model, tokenizer, facts, wrong, clean_answers, utility)
             states[method]["seconds"] = edit.manifest.get("train", {}).get("seconds")
+            own_steps = edit.manifest.get("config", {}).get("steps")
+            for b in budgets:
+                if b == 0:
+                    point = dict(states["corrupted"])
+                elif b == own_steps:
+                    point = dict(states[method])
+                else:
+                    e = unlearn(model, tokenizer, method, docs, retain_texts, forget_names=["restor-corruption"],
+                                **{**(method_options or {}).get(method, {}), "steps": b})
+                    with e.applied(model):
+                        point = _score(model, tokenizer, facts, wrong, clean_answers, utility)
+                    point["seconds"] = e.manifest.get("train", {}).get("seconds")
+                curves.setdefault(method, []).append({"steps": b, **point})
     lo, hi = states["corrupted"]["acc_clean"], states["clean"]["acc_clean"]
-    for name, s in states.items():
+    for s in [*states.values(), *(p for c in curves.values() for p in c)]:
         s["recovery"] = (s["acc_clean"] - lo) / (hi - lo) if hi > lo else None
     return {"entities": chosen, "corruption_docs": len(docs), "inject": stats,
             "config": {k: getattr(cfg, k) for k in ("n_entities", "min_frequency", "mentions", "inject_steps",
                                                      "inject_lr", "batch_size", "seed", "replay")},
-            "states": states}
+            "states": states, **({"curves": curves} if budgets else {})}
+
+
+def injection_curve(model: Any, tokenizer: Any, world: Any, methods: Sequence[str], inject_steps: Sequence[int],
+                    config: RestorConfig | None = None, method_options: dict[str, dict[str, Any]] | None = None,
+                    ) -> list[dict[str, Any]]:
+    """RESTOR against the corrupter's budget: the whole protocol (`restor`) once per number of injection steps
+    (same entities, wrong answers and seed), so recovery can be read against how deeply the wrong facts were
+    trained in. Returns one {"inject_steps", "inject", "states"} per budget, in increasing order."""
+    import dataclasses
+
+    cfg = config or RestorConfig()
+    budgets = sorted({int(n) for n in inject_steps})
+    if not budgets or budgets[0] < 1:
+        raise InvalidValueError(f"inject_steps must be >= 1 each, at least one, got {list(inject_steps)}")
+    out = []
+    for n in budgets:
+        res = restor(model, tokenizer, world, methods, dataclasses.replace(cfg, inject_steps=n), method_options)
+        out.append({"inject_steps": n, "inject": res["inject"], "states": res["states"]})
+    return out

@@ -193,6 +193,20 @@ def train_lm(texts: list[str], out: str | Path, cfg: TrainConfig | None = None, 
     return info
 
 
+def _check_causal_architecture(folder: Path, conf: Any) -> None:
+    """Refuse a config whose recorded architectures are none of transformers' causal-LM classes (e.g. a masked LM
+    or an encoder, which AutoModelForCausalLM could otherwise load with a random head)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal: set[str] = set()
+    for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        causal.update([v] if isinstance(v, str) else v)
+    archs = list(getattr(conf, "architectures", None) or [])
+    if archs and not causal & set(archs):
+        raise ErasekitError(f"{str(folder)!r} is not a causal LM: its config records {', '.join(archs)}; give a "
+                            "folder of a causal LM (e.g. GPT2LMHeadModel, LlamaForCausalLM)")
+
+
 def load_lm(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """(model, tokenizer) of a causal-LM folder, in `dtype`, eval mode. A folder that is not a causal LM raises one
     line naming it."""
@@ -205,14 +219,23 @@ def load_lm(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Any
         raise ErasekitError(f"{str(folder)!r} is not a causal-LM folder (no config.json); give a folder written by "
                             "save_pretrained, e.g. `erasekit text train --out DIR`")
     try:
-        AutoConfig.from_pretrained(folder)  # a config.json transformers cannot read fails here, in one line
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        conf = AutoConfig.from_pretrained(folder)  # a config.json transformers cannot read fails here, in one line
+        _check_causal_architecture(folder, conf)
+        model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, output_loading_info=True)
         tok = AutoTokenizer.from_pretrained(folder)
     except (ValueError, OSError, KeyError) as e:
         from ..errors import first_line
 
         raise ErasekitError(f"{str(folder)!r} is not a loadable causal LM with a tokenizer ({first_line(e, 200)})") \
             from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:  # e.g. an encoder checkpoint: the LM head would be random
+        raise ErasekitError(f"{str(folder)!r} is not a causal LM: its weights lack {len(missing)} of the model's "
+                            f"parameters (e.g. {missing[0]}); give a folder saved from a causal LM")
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tok) < 2 or not tok("a b", add_special_tokens=False)["input_ids"] or len(tok) > rows:
+        raise ErasekitError(f"{str(folder)!r} has no usable tokenizer for this model ({len(tok)} tokens, the model "
+                            f"embeds {rows}); save the tokenizer with the model (tokenizer.save_pretrained)")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.eval(), tok

@@ -302,6 +302,13 @@ class ToyWorld(World):
                                      {f: v for f, v in scene.labels().items() if v != "none"}, refs))
         return out
 
+    def captioned_images(self, model: Any, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+        """`n` training images of the toy `model` (a training folder, its pipeline/ or a pipeline loaded from one;
+        None = the shipped model) with their captions, its dataset rebuilt from its manifest (`mark_eval.py`)."""
+        from .mark_eval import captioned_training_images
+
+        return captioned_training_images(model_manifest(model), n, seed)
+
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "families": list(FAMILIES)}
 
@@ -318,7 +325,9 @@ def model_manifest(model: Any = None) -> dict | None:
         model = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
         if not model:
             return None
-    folder = Path(model)
+    from ..models import model_folder
+
+    folder = model_folder(model) or Path(model)  # a registered name (e.g. "toyworld-v2") resolves to its folder
     for d in (folder, folder.parent):
         if (d / "manifest.json").is_file():
             return json.loads((d / "manifest.json").read_text())
@@ -374,6 +383,10 @@ def __getattr__(name: str) -> Any:
         from .judge2 import Judge2Evaluator
 
         return Judge2Evaluator
+    if name == "MarkEvaluator":  # "toyworld-mark": the implicit mark of toy world v2 (mark_eval.py)
+        from .mark_eval import MarkEvaluator
+
+        return MarkEvaluator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -55,6 +55,9 @@ text_marks.add("exp_edit", "erasekit.text.marks.exp_edit:ExpEdit",
 text_marks.add("majority_bits", "erasekit.text.marks.majority_bits:MajorityBits",
                help="multi-bit payload after MajorMark (Xu et al. 2025): majority bit-aware green lists; "
                     "two-cluster decoding of a user id")
+text_marks.add("blackbox_lexical", "erasekit.text.marks.blackbox_lexical:BlackboxLexical",
+               help="post-hoc black-box watermark (Yang et al. 2023): keyed-hash bit-1 synonym substitutions in "
+                    "finished text; binomial test, no logits")
 
 
 # ------------------------------------------------------------------------------------------------------- tokenizers
