@@ -57,6 +57,23 @@ def read_safetensors(path: str | Path) -> tuple[dict, dict[str, str]]:
     return tensors, json.loads(raw[8:8 + n]).get("__metadata__") or {}
 
 
+def read_key_file(path: str | Path, what: str, make: str) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors key file; a missing or unreadable file is one InvalidValueError line
+    naming it as `what` (e.g. "erasekit watermark key") and the command that makes one (`make`)."""
+    from safetensors import SafetensorError
+
+    from .errors import InvalidValueError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidValueError(f"key file {path} does not exist; make one with `{make}`")
+    try:
+        return read_safetensors(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InvalidValueError(f"{path} is not an {what} (not a safetensors file: "
+                                f"{str(e).splitlines()[0][:120]}); make one with `{make}`") from None
+
+
 def read_json_file(path: str | Path, fmt: str, what: str, make: str, parse):
     """`parse(d)` of the JSON file `path` whose "format" is `fmt`; every failure is one InvalidValueError line naming
     the file as `what` and the command that makes one (`make`). `parse` may raise ValueError/KeyError/TypeError."""

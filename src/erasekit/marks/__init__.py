@@ -80,18 +80,10 @@ class Key:
     @classmethod
     def load(cls, path: str | Path, method: str | None = None) -> "Key":
         """Read a key file; with `method`, refuse a key made for another method."""
-        from safetensors import SafetensorError
-
-        from ..io import read_safetensors
+        from ..io import read_key_file
 
         path = Path(path)
-        if not path.is_file():
-            raise InvalidValueError(f"key file {path} does not exist; make one with `erasekit mark keygen`")
-        try:
-            tensors, header = read_safetensors(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise InvalidValueError(f"{path} is not an erasekit watermark key (not a safetensors file: "
-                                    f"{str(e).splitlines()[0][:120]}); make one with `erasekit mark keygen`") from None
+        tensors, header = read_key_file(path, "erasekit watermark key", "erasekit mark keygen")
         if "erasekit_mark" not in header:
             raise InvalidValueError(f"{path} is a safetensors file but not an erasekit watermark key (no "
                                     "'erasekit_mark' metadata); make one with `erasekit mark keygen`")

@@ -126,19 +126,10 @@ class TextKey:
     @classmethod
     def load(cls, path: str | Path, method: str | None = None) -> "TextKey":
         """Read a key file; with `method`, refuse a key made for another method."""
-        from safetensors import SafetensorError
-
-        from ...io import read_safetensors
+        from ...io import read_key_file
 
         path = Path(path)
-        if not path.is_file():
-            raise InvalidValueError(f"key file {path} does not exist; make one with `erasekit text mark keygen`")
-        try:
-            tensors, header = read_safetensors(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise InvalidValueError(f"{path} is not an erasekit text-watermark key (not a safetensors file: "
-                                    f"{str(e).splitlines()[0][:120]}); make one with `erasekit text mark keygen`") \
-                from None
+        tensors, header = read_key_file(path, "erasekit text-watermark key", "erasekit text mark keygen")
         if KEY_HEADER not in header:
             other = " (it is an image-watermark key: use `erasekit mark`)" if "erasekit_mark" in header else ""
             raise InvalidValueError(f"{path} is not an erasekit text-watermark key{other}; make one with "
