@@ -57,6 +57,24 @@ def read_safetensors(path: str | Path) -> tuple[dict, dict[str, str]]:
     return tensors, json.loads(raw[8:8 + n]).get("__metadata__") or {}
 
 
+def file_sha256(path: str | Path, what: str = "file", hint: str = "", who: str = "") -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks. An unreadable file is one ErasekitError line:
+    "[who: ]cannot read {what} {path!r}: {reason}{hint}"."""
+    import hashlib
+
+    from .errors import ErasekitError
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise ErasekitError(f"{who + ': ' if who else ''}cannot read {what} {str(path)!r}: {e.strerror or e}{hint}") \
+            from None
+    return h.hexdigest()
+
+
 def read_key_file(path: str | Path, what: str, make: str) -> tuple[dict, dict[str, str]]:
     """(tensors, metadata) of a safetensors key file; a missing or unreadable file is one InvalidValueError line
     naming it as `what` (e.g. "erasekit watermark key") and the command that makes one (`make`)."""

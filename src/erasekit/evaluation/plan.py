@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import io
 from ..errors import InvalidValueError
 from ..metrics import TRIGGER_SET
 from ..suite import Suite
@@ -122,11 +123,7 @@ def edit_sha256(edit: Any) -> str:
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes (recorded in the provenance next to the edit's content identity)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return io.file_sha256(path, "edit file")
 
 
 def prepare_variant(v: Variant) -> PreparedVariant:

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import io
 from ..errors import ErasekitError, InvalidValueError
 
 PAPER = ("Interpret then Deactivate: Sparse Autoencoder as a Zero-Shot Classifier for Concept Erasing in "
@@ -330,11 +331,7 @@ def save_sae(sae: SparseAutoencoder, path: str | Path, record: dict[str, Any] | 
 
 
 def file_sha256(path: str | Path) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as e:
-        raise ErasekitError(f"cannot read SAE file {str(path)!r}: {e.strerror or e}; train one with "
-                            "`erasekit sae train --out FILE`") from None
+    return io.file_sha256(path, "SAE file", hint="; train one with `erasekit sae train --out FILE`")
 
 
 def load_sae(path: str | Path) -> SparseAutoencoder:

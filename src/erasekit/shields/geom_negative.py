@@ -23,14 +23,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
 
 from ..config import check_choice
-from ..errors import ErasekitError, InvalidValueError
+from ..errors import InvalidValueError
+from ..io import file_sha256
 from . import GuidanceTerm, Plan, ProtectedConcept, Shield
 
 CELLS = ("learned", "all", "none")  # = erasers.geom_erasing.CELL_MODES (not imported: `erasekit ls` stays light)
@@ -60,10 +60,7 @@ class _GeomTerm(GuidanceTerm):
 
 
 def _file_sha256(path: str) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as e:
-        raise ErasekitError(f"geom_negative: cannot read edit file {path!r}: {e.strerror or e}") from None
+    return file_sha256(path, "edit file", who="geom_negative")
 
 
 class GeomNegative(Shield):

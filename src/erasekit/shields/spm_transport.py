@@ -15,15 +15,14 @@ files' sha256s are part of the shield's identity, so the evaluation cache follow
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
 
 from ..config import check_choice
-from ..errors import ErasekitError, InvalidValueError
+from ..errors import InvalidValueError
+from ..io import file_sha256
 from . import Plan, ProtectedConcept, Shield
 
 SIMILARITIES = ("eos", "flat")
@@ -48,10 +47,7 @@ class SPMTransportConfig:
 
 
 def _file_sha256(path: str) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as e:
-        raise ErasekitError(f"spm_transport: cannot read edit file {path!r}: {e.strerror or e}") from None
+    return file_sha256(path, "edit file", who="spm_transport")
 
 
 class SPMTransport(Shield):
