@@ -159,3 +159,27 @@ def test_transport_variant_measures_the_same_spm_edit_through_the_shield(tiny_pi
     assert res["variants"]["spm"]["edits"] and res["variants"]["spm"]["shield"] is None
     with pytest.raises(InvalidValueError, match="transport: true needs method: spm"):
         VariantSpec("x", method="uce", transport=True)
+
+
+def test_jobs_run_concepts_in_worker_processes_with_the_same_results(tiny_pipe, tmp_path):
+    """jobs=2: each concept in its own spawned process (loading the model from its folder, one torch thread each);
+    the merged results equal a one-process run at the same thread count."""
+    import torch
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    spec = BenchSpec(name="t", concepts=("Zorbo", "Mossy"), variants=(VariantSpec("uce", method="uce"),))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run_bench(spec, tmp_path / "one", model=str(tmp_path / "model"), suite=tiny_suite())
+    finally:
+        torch.set_num_threads(threads)
+    two = run_bench(spec, tmp_path / "two", model=str(tmp_path / "model"), suite=tiny_suite(), jobs=2)
+    assert two["targets"] == one["targets"] == ["Zorbo", "Mossy"]
+    for v in ("base", "uce"):
+        assert two["variants"][v]["metrics"] == one["variants"][v]["metrics"]
+    assert (tmp_path / "two" / "mossy" / "results.json").exists()
+    with pytest.raises(InvalidValueError, match="not a loaded pipe"):
+        run_bench(spec, tmp_path / "three", pipe=tiny_pipe, suite=tiny_suite(), jobs=2)
+    with pytest.raises(InvalidValueError, match="jobs must be an integer >= 1, got 0"):
+        run_bench(spec, tmp_path / "three", model=str(tmp_path / "model"), suite=tiny_suite(), jobs=0)

@@ -430,7 +430,11 @@ def test_imitation_score_through_the_harness_and_threshold_table(tiny_pipe, tmp_
     from erasekit.world.plugin import ToyWorld
 
     toy = get_world("toyworld")
-    monkeypatch.setattr(ToyWorld, "training_images", lambda self, c: toy.images(c, 6, 1))
+    monkeypatch.setattr(ToyWorld, "training_images", lambda self, c, model=None: toy.images(c, 6, 1))
+    # the random tiny pipeline has no training set; stand in the shipped model's counts for it
+    shipped = ToyWorld.training_counts
+    assert shipped(toy, tiny_pipe) is None
+    monkeypatch.setattr(ToyWorld, "training_counts", lambda self, model=None: shipped(self))
     suite = tiny_suite(targets=("Zorbo", "Mossy"), samples=dict(direct=3), imitation={"k": 2})
     res = evaluate(suite, [], tmp_path, pipe=tiny_pipe)
     m = res["variants"]["base"]["metrics"]["Zorbo"]
@@ -446,3 +450,18 @@ def test_imitation_score_through_the_harness_and_threshold_table(tiny_pipe, tmp_
     assert table["Mossy"] == (res["training_counts"]["Mossy"], res["variants"]["base"]["metrics"]["Mossy"]["imitation"])
     with pytest.raises(InvalidValueError, match="imitation.k"):
         tiny_suite(imitation={"k": 0})
+
+
+def test_attack_options_naming_files_enter_the_cache_key_by_content(tmp_path):
+    """A file an attack option names (relearn's freeze mask) keys the cache by its bytes: editing it in place under
+    the same path must not reuse stale attack results."""
+    from erasekit.evaluation.plan import prepare_variant
+
+    mask = tmp_path / "mask.json"
+    mask.write_text('{"frozen": ["a"]}')
+    v = Variant("r", attack=f"relearn:steps=2,freeze={mask}")
+    first = prepare_variant(v).attack
+    mask.write_text('{"frozen": ["b"]}')
+    second = prepare_variant(v).attack
+    assert first["spec"] == second["spec"] and first["files_sha256"] != second["files_sha256"]
+    assert "files_sha256" not in prepare_variant(Variant("c", attack="copycat:steps=2")).attack

@@ -130,6 +130,26 @@ def test_geom_erasing_is_seeded(tiny_pipe):
     assert c.manifest["edited_sha256"] != a.manifest["edited_sha256"]
 
 
+def test_batches_without_a_tagged_pair_train(tiny_pipe):
+    """Regression: a batch with no detected image (here most of them: 1 of 16 detected, the data's own share, batch
+    2) left the tokens out of the graph and torch.autograd.grad raised; now their step is skipped."""
+    images, captions, _ = _data(every=16)
+    edit = _erase(tiny_pipe, images=images, captions=captions, concept_share=-1, batch_size=2, steps=6)
+    assert edit.manifest["info"]["data"]["detected"] == 1 and len(edit.manifest["info"]["train"]["losses"]) == 6
+
+
+def test_control_without_geometric_tokens(tiny_pipe):
+    """geometric_tokens=false is the same fine-tuning on plain captions: the tokens are never trained (their learning
+    rate changes nothing), whereas with tokens it changes both the tokens and, through them, the UNet."""
+    ctl = [_erase(tiny_pipe, geometric_tokens=False, token_lr=lr) for lr in (5e-3, 1.0)]
+    geo = [_erase(tiny_pipe, token_lr=lr) for lr in (5e-3, 1.0)]
+    assert ctl[0].manifest["info"]["geometric_tokens"] is False and ctl[0].names
+    assert ctl[0].manifest["edited_sha256"] == ctl[1].manifest["edited_sha256"]
+    assert ctl[0].manifest["info"]["geom"]["vectors_sha256"] == ctl[1].manifest["info"]["geom"]["vectors_sha256"]
+    assert geo[0].manifest["info"]["geom"]["vectors_sha256"] != geo[1].manifest["info"]["geom"]["vectors_sha256"]
+    assert geo[0].manifest["edited_sha256"] != ctl[0].manifest["edited_sha256"]
+
+
 def test_shield_is_exact_negative_guidance(tiny_pipe):
     """eps = eps(neg) + w (eps(c) - eps(neg)) with neg = the geometric tokens, through the shield's guidance term."""
     from erasekit.erasers.geom_erasing import GeomTokenSet, encode_with_tokens

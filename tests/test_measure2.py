@@ -104,6 +104,12 @@ def test_shipped_v2_model_is_registered_and_its_memorized_pairs_resolve_by_name(
     assert "toyworld-v2" in models and model_card("toyworld-v2")["world"] == "toyworld"
     pairs = get_world("toyworld").memorized_pairs("toyworld-v2", references=0)
     assert sorted(p.count for p in pairs) == [1, 1, 1, 10, 10, 10, 100, 100, 100, 1000, 1000]
+    # the training counts (imitation's x axis) are each model's own: v2 was trained on a larger, different set
+    world = get_world("toyworld")
+    v1, v2 = world.training_counts(), world.training_counts("toyworld-v2")
+    assert v1 == world.training_counts("toyworld") and v1["object"] != v2["object"]
+    assert sum(v2["object"].values()) > sum(v1["object"].values())
+    assert world.training_counts("/nonexistent/folder") is None
 
 
 def test_toy_membership_pairs_rerender_the_training_scenes(monkeypatch):
@@ -173,10 +179,10 @@ class _SixWayWorld(type(get_world("toyworld"))):
     """The toy world with stand-ins for what would take the shipped dataset's rebuild: 'training images' are renders
     of fixed seeds, and one memorized pair shows Zorbo."""
 
-    def training_images(self, concept):
+    def training_images(self, concept, model=None):
         return self.images(concept, 6, seed=11)
 
-    def membership_pairs(self, concept, n, seed):  # not known here: the fallback (training vs fresh images) is used
+    def membership_pairs(self, concept, n, seed, model=None):  # not known here: the fallback (training vs fresh images) is used
         return None
 
     def memorized_pairs(self, model=None, references=16):
@@ -223,7 +229,7 @@ def test_privacy_images_prefer_the_worlds_membership_pairs():
     from erasekit.sixway import privacy_images
 
     class Paired(_SixWayWorld):
-        def membership_pairs(self, concept, n, seed):
+        def membership_pairs(self, concept, n, seed, model=None):
             k = 2 if concept == "Zorbo" else 1
             return (np.full((k, 32, 32, 3), 1, np.uint8), np.full((k, 32, 32, 3), 2, np.uint8),
                     [f"caption {concept} {i}" for i in range(k)])

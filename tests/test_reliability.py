@@ -200,6 +200,7 @@ def test_strict_json_refuses_nan(tmp_path):
     (["--scale", "nan"], "got nan"),
     (["--vae-steps", "-5"], "--vae-steps must be >= 0, got -5"),
     (["--seed", "-1"], "--seed must be >= 0"),
+    (["--init-from", "/no/such/run"], "--init-from '/no/such/run' is not a finished toy-world folder"),
 ])
 def test_world_train_refuses_bad_numbers_before_any_work(tmp_path, args, needle):
     res = CliRunner().invoke(main, ["world", "train", "--out", str(tmp_path / "t"), *args])

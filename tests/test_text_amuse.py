@@ -134,3 +134,64 @@ def test_bad_inputs_one_line(docs, tmp_path):
     back = TextKey.load(key.save(tmp_path / "a.key"), method="amuse")
     assert (back.message == key.message).all()
     assert amuse.embed_dataset(back, docs[:1]) == amuse.embed_dataset(key, docs[:1])
+
+
+def test_cli_embed_detect_and_one_line_errors(docs, tmp_path):
+    """`erasekit text provenance amuse-embed | amuse-detect`: keys are user files; a wrong key, empty input and bad
+    values fail in one line; the embedded documents carry the key's sub-messages; detection reads a model."""
+    import json
+
+    from click.testing import CliRunner
+
+    from erasekit.cli import main
+    from erasekit.text.marks import get_text_mark
+
+    run = CliRunner().invoke
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    key, out = tmp_path / "me.amusekey", tmp_path / "pub.jsonl"
+
+    def fails(args, text):
+        r = run(main, ["text", "provenance", *args])
+        assert r.exit_code != 0 and text in r.output and "Traceback" not in r.output, r.output
+        assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1, r.output
+
+    embed = ["amuse-embed", "--file", str(src), "--out", str(out)]
+    fails([*embed, "--key", str(key)], "does not exist")  # no key yet, no --new-key
+    fails([*embed, "--key", str(key), "--message", "5"], "add --new-key")
+    fails([*embed, "--key", str(key), "--new-key", "--message", str(1 << 16)], "does not fit")
+    fails([*embed, "--key", str(key), "--new-key", "--bits", "0"], "bits must be")
+    fails([*embed, "--key", str(key), "--new-key", "--guarantee", "nan"], "guarantee")
+    (tmp_path / "empty.jsonl").write_text("")
+    fails(["amuse-embed", "--key", str(key), "--new-key", "--file", str(tmp_path / "empty.jsonl"), "--out", str(out)],
+          "no documents")
+    (tmp_path / "short.txt").write_text("The amber orchard.")
+    fails(["amuse-embed", "--key", str(key), "--new-key", "--file", str(tmp_path / "short.txt"), "--out", str(out)],
+          "eligible words")
+    assert not key.exists() and not out.exists()  # refused runs write nothing
+
+    r = run(main, ["text", "provenance", *embed, "--key", str(key), "--new-key", "--message", str(MESSAGE)])
+    assert r.exit_code == 0 and "4 of 4 documents marked" in r.output, r.output
+    marked = [json.loads(ln)["text"] for ln in out.read_text().splitlines()]
+    k = TextKey.load(key, method="amuse")
+    code = amuse.AmuseCode(16, 0.5)
+    assert (code.decode([amuse.read_text(k, d) for d in marked])[0] == k.message).all()
+    fails([*embed, "--key", str(key)], "exists")  # outputs are never replaced without --overwrite
+
+    gl = tmp_path / "g.key"
+    assert run(main, ["text", "mark", "keygen", "--method", "greenlist", "--out", str(gl)]).exit_code == 0
+    fails(["amuse-detect", "--key", str(gl), "--file", str(out), "--model", "textworld"],
+          "made for text watermark 'greenlist'")
+    fails(["amuse-embed", "--key", str(gl), "--file", str(src), "--out", str(tmp_path / "x.jsonl")],
+          "made for text watermark 'greenlist'")
+    fails(["amuse-detect", "--key", str(key), "--file", str(tmp_path / "empty.jsonl"), "--model", "textworld"],
+          "no marked documents")
+    fails(["amuse-detect", "--key", str(key), "--file", str(out), "--model", str(tmp_path / "no-model")],
+          "not a causal-LM folder")
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"text": marked[0]}) + "\n")
+    r = run(main, ["text", "provenance", "amuse-detect", "--key", str(key), "--file", str(one), "--model", "textworld",
+                   "--out", str(tmp_path / "res.json")])
+    assert r.exit_code == 0 and "bit accuracy" in r.output and "key's message 1011111011101111" in r.output, r.output
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["documents"] == 1 and 0.0 <= res["bit_acc"] <= 1.0 and 0.0 <= res["p_value"] <= 1.0

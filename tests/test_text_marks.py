@@ -219,3 +219,83 @@ def test_cli_keygen_embed_detect_attack(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "does not exist" in res.output
     res = run("keygen", "--method", "greenlist", "--message", "3", "--out", str(tmp_path / "x.key"))
     assert res.exit_code == 2 and "carries no message" in res.output
+
+
+def test_sliding_window_generation_follows_one_key_segment(lm):
+    """Past the context, `sample(window=W)` continues from the last W tokens and EXP-edit's sampler keeps counting
+    key rows across chunks: a step-by-step replay (full forward passes) picks the same tokens. Without a window the
+    length is refused in one line."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tok = lm
+    torch.manual_seed(0)
+    tiny = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                                      bos_token_id=0, eos_token_id=0, pad_token_id=0)).eval()
+    with pytest.raises(InvalidValueError, match="sliding window"):
+        sample(tiny, tok, [""], 64)
+    for bad in (0, 32, True):
+        with pytest.raises(InvalidValueError, match="window must be"):
+            sample(tiny, tok, [""], 64, window=bad)
+    assert sample(tiny, tok, [""], 20, seed=1) == sample(tiny, tok, [""], 20, seed=1, window=8)  # within context
+    wm = get_text_mark("exp_edit", key_length=16)
+    key = wm.keygen(tok, entropy=b"window")
+    proc = wm.logits_processor(key, batch_size=1, seed=4)
+    L, W = 64, 12
+    got = sample(tiny, tok, [""], L, seed=4, processor=proc, window=W)[0]
+    assert len(got) == L and proc.step == L
+    xi, off = wm.xi(key), int(proc.offsets[0])
+    full, out = [tok.bos_token_id], []
+    with torch.no_grad():
+        while len(out) < L:
+            cur = list(full if not out else full[-W:])
+            for _ in range(min(L - len(out), 32 - len(cur))):
+                p = torch.softmax(tiny(torch.tensor([cur])).logits[0, -1], dim=-1)
+                t = int((torch.log(xi[(off + len(out)) % 16]) / p).argmax())
+                cur.append(t)
+                out.append(t)
+                full.append(t)
+    assert got == out
+
+
+def test_cli_wrong_key_wrong_tokenizer_empty_text_one_line(tmp_path):
+    """The issue's CLI contract: keys are user files; a file that is not a key, a key made for another tokenizer or
+    vocabulary, and empty text give one clear line (exit 2), for detect, embed and attack."""
+    import json
+
+    from erasekit.cli import main
+
+    def fails(args, text):
+        r = CliRunner().invoke(main, ["text", "mark", *args])
+        assert r.exit_code == 2 and text in r.output and "Traceback" not in r.output, r.output
+        assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1, r.output
+
+    key = tmp_path / "g.key"
+    r = CliRunner().invoke(main, ["text", "mark", "keygen", "--method", "greenlist", "--out", str(key)])
+    assert r.exit_code == 0, r.output
+    k = TextKey.load(key)
+    (tmp_path / "junk.key").write_bytes(b"\x00" * 64)
+    fails(["detect", "--key", str(tmp_path / "junk.key"), "--text", "Question: Who taught Zorbo?"], "not an")
+    (tmp_path / "img.key").write_bytes(b"")
+    fails(["detect", "--key", str(tmp_path / "img.key"), "--text", "Question: Who taught Zorbo?"], "img.key")
+    other = TextKey(k.method, k.config, k.vocab_size, "0123456789abcdef", k.tensors)  # another tokenizer's key
+    other.save(tmp_path / "other.key")
+    fails(["detect", "--key", str(tmp_path / "other.key"), "--text", "Question: Who taught Zorbo?"],
+          "made for tokenizer 0123456789abcdef")
+    fails(["embed", "--key", str(tmp_path / "other.key"), "--prompt", "", "--out", str(tmp_path / "o.jsonl")],
+          "made for tokenizer")
+    wide = TextKey(k.method, k.config, k.vocab_size + 1, k.tokenizer, k.tensors)  # a key for another vocabulary
+    wide.save(tmp_path / "wide.key")
+    fails(["embed", "--key", str(tmp_path / "wide.key"), "--prompt", "", "--out", str(tmp_path / "o.jsonl")],
+          "logits have")
+    fails(["detect", "--key", str(key), "--text", ""], "empty")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    fails(["detect", "--key", str(key), "--file", str(tmp_path / "empty.jsonl")], "no texts given")
+    fails(["attack", "--attack", "delete:rate=0.1", "--text", "", "--out", str(tmp_path / "a.jsonl")], "empty")
+    fails(["attack", "--attack", "delete:rate=2", "--text", "a b c", "--out", str(tmp_path / "a.jsonl")], "rate")
+    fails(["embed", "--key", str(key), "--prompt", "", "--max-new-tokens", "400", "--out",
+           str(tmp_path / "o.jsonl")], "sliding window")
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "a.jsonl").exists()
+    r = CliRunner().invoke(main, ["text", "mark", "embed", "--key", str(key), "--prompt", "", "--max-new-tokens",
+                                  "260", "--window", "128", "--out", str(tmp_path / "o.jsonl")])
+    assert r.exit_code == 0 and "260 tokens" in r.output, r.output
+    assert json.loads((tmp_path / "o.jsonl").read_text())["method"] == "greenlist"

@@ -36,11 +36,11 @@ def test_manifest_records_how_to_reproduce():
 
 
 def test_fidelity_on_a_small_sample(toy_pipe_shared, tmp_path):
-    """Through the one measurement path (the harness, the world's prompts, the oracle): 24 direct prompts per family."""
+    """Through the one measurement path (the harness, the world's prompts, the oracle): 12 direct prompts per family."""
     targets = {"object": ("circle", "triangle", "ring", "bar"), "colour": ("red", "green", "blue", "white"),
                "artist": ("Alva Renn", "Cora Voss", "Felix Orme", "Jonas Pike"), "character": ("Zorbo", "Mossy", "Kiko"),
                "unsafe": ("gore", "nudity")}
-    per = {f: 24 // len(t) for f, t in targets.items()}
+    per = {f: 12 // len(t) for f, t in targets.items()}
     for family, minimum in MIN_FIDELITY.items():
         suite = Suite(name=f"fidelity-{family}", targets=targets[family], samples=dict(direct=per[family]), steps=20,
                       seed=7, world="toyworld")

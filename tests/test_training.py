@@ -11,7 +11,7 @@ from erasekit.world.dataset import build_dataset
 from erasekit.world.model import new_text_encoder, new_unet, train_scheduler
 from erasekit.world.train import TrainConfig, train_diffusion, train_vae
 
-CFG = TrainConfig(batch_size=16, lr=1e-3, warmup=5, joint_steps=30, unet_steps=30, vae_steps=30, vae_lr=2e-3,
+CFG = TrainConfig(batch_size=16, lr=1e-3, warmup=5, joint_steps=15, unet_steps=15, vae_steps=30, vae_lr=2e-3,
                   ckpt_every=10, ema_decay=0.9)
 
 

@@ -254,16 +254,25 @@ def _edit_for(pipe: Any, base_sha256: str, world: Any, evaluator: Any, concept: 
 
 def run_bench(spec: BenchSpec, out: str | Path, pipe: Any = None, model: str | None = None,
               progress: Callable[..., None] | None = None, suite: Any = None, evaluator: Any = None,
-              clip: str | None = None) -> dict:
+              clip: str | None = None, jobs: int = 1) -> dict:
     """Run every variant of `spec` on every concept through `erasekit.evaluation.evaluate`; write and return the
     merged results ({"variants": {name: {"metrics": {concept: {...}}, "mean": {...}, "cost": {...}}}, ...}).
 
     suite: a `Suite` object replacing the spec's (its limit/steps still apply); evaluator / clip: as for
-    `evaluate`."""
-    from .evaluation import Variant, evaluate, evaluator_for
+    `evaluate`; jobs: concepts evaluated at once, each in its own process that loads `model` itself with
+    torch's threads divided among the jobs (CPU machines whose small models keep one core busy per process; the
+    model must be given by name or folder, not as `pipe`, and the evaluator by name)."""
+    from .evaluation import evaluator_for
     from .models import load_pipeline
     from .suite import load_suite
 
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InvalidValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if jobs > 1 and pipe is not None:
+        raise InvalidValueError("jobs > 1 loads the model in each worker process, so it takes the model by name or "
+                                "folder (model=...), not a loaded pipe (and on the CLI not with --device/--dtype)")
+    if jobs > 1 and evaluator is not None and not isinstance(evaluator, str):
+        raise InvalidValueError(f"jobs > 1 needs the evaluator by name, got a {type(evaluator).__name__} object")
     out = Path(out)
     suite = (suite if suite is not None else load_suite(spec.suite)).limited(spec.limit)
     if spec.steps is not None:
@@ -288,26 +297,63 @@ def run_bench(spec: BenchSpec, out: str | Path, pipe: Any = None, model: str | N
     # so its weights are hashed once for every edit's reuse key, not once per concept and variant
     base_sha256 = pipeline_fingerprint(pipe)["sha256"]
     parts: dict[str, dict] = {}
-    for concept in concepts:
-        variants = []
-        for v in spec.variants:
-            edits: tuple[str, ...] = ()
-            cost: dict[str, float] = {}
-            shield = v.shield
-            if v.method:
-                path, seconds = _edit_for(pipe, base_sha256, world, evaluator, concept, v, out, progress)
-                edits, cost = (path,), {"edit_seconds": round(seconds, 4)}
-                if v.transport:  # the same edit file, used per prompt by the transport shield instead of applied
-                    shield = f"spm_transport:edits={path}" + (f"+{v.shield}" if v.shield else "")
-                    edits = ()
-            variants.append(Variant(v.name, edits=edits, shield=shield, attack=v.attack, cost=cost))
-        parts[concept] = evaluate(suite, variants, out / slug(concept), model=model, targets=[concept],
-                                  progress=progress, pipe=pipe, evaluator=evaluator, clip=clip)
+    if jobs == 1 or len(concepts) == 1:
+        for concept in concepts:
+            parts[concept] = _bench_concept(spec, out, pipe, base_sha256, world, evaluator, suite, model, concept,
+                                            progress, clip)
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        import torch
+
+        threads = max(1, torch.get_num_threads() // jobs)
+        name = evaluator.name if hasattr(evaluator, "name") else evaluator
+        ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+        with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(concepts)), mp_context=ctx) as ex:
+            futures = {c: ex.submit(_bench_concept_worker, spec, str(out), model, base_sha256, suite, name, c, clip,
+                                    threads) for c in concepts}
+            parts = {c: futures[c].result() for c in concepts}
     merged = merge_results(parts)
     merged["bench"] = {"spec": asdict(spec), "spec_sha256": spec.sha256(), "concepts": concepts}
     atomic_write_text(out / "results.json", json.dumps(merged, indent=1, allow_nan=False))
     atomic_write_text(out / "samples.jsonl", "".join((out / slug(c) / "samples.jsonl").read_text() for c in concepts))
     return merged
+
+
+def _bench_concept(spec: BenchSpec, out: Path, pipe: Any, base_sha256: str, world: Any, evaluator: Any, suite: Any,
+                   model: str | None, concept: str, progress: Callable[..., None] | None, clip: str | None) -> dict:
+    """Every variant of `spec` on one concept: make (or reuse) its edits, then one `evaluate` in out/<concept>/."""
+    from .evaluation import Variant, evaluate
+
+    variants = []
+    for v in spec.variants:
+        edits: tuple[str, ...] = ()
+        cost: dict[str, float] = {}
+        shield = v.shield
+        if v.method:
+            path, seconds = _edit_for(pipe, base_sha256, world, evaluator, concept, v, out, progress)
+            edits, cost = (path,), {"edit_seconds": round(seconds, 4)}
+            if v.transport:  # the same edit file, used per prompt by the transport shield instead of applied
+                shield = f"spm_transport:edits={path}" + (f"+{v.shield}" if v.shield else "")
+                edits = ()
+        variants.append(Variant(v.name, edits=edits, shield=shield, attack=v.attack, cost=cost))
+    return evaluate(suite, variants, out / slug(concept), model=model, targets=[concept], progress=progress,
+                    pipe=pipe, evaluator=evaluator, clip=clip)
+
+
+def _bench_concept_worker(spec: BenchSpec, out: str, model: str, base_sha256: str, suite: Any, evaluator: str | None,
+                          concept: str, clip: str | None, threads: int) -> dict:
+    """`_bench_concept` in a worker process of `run_bench(jobs=N)`: its own model, evaluator and torch threads."""
+    import torch
+
+    from .evaluation import evaluator_for
+    from .models import load_pipeline
+
+    torch.set_num_threads(threads)
+    ev = evaluator_for(suite, evaluator)
+    return _bench_concept(spec, Path(out), load_pipeline(model), base_sha256, suite.world_for(ev), ev, suite, model,
+                          concept, None, clip)
 
 
 def merge_results(parts: dict[str, dict]) -> dict:

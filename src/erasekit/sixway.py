@@ -21,7 +21,9 @@ is computed twice: the harness, `membership` and `memorization` do the measuring
     sustainability  N requests, one concept each, each made on the model with the previous edits applied:
                     after request i, detection of C_1..C_i and utility                                 lower / higher
 
-The verbatim, knowledge, privacy and utility rows measure the one request erasing all N concepts. Every image the
+The verbatim, knowledge, privacy and utility rows measure the one request erasing all N concepts. `SixWayConfig.skip`
+leaves out the ways measured outside the harness run (verbatim, privacy, sustainability), e.g. for a scalability
+sweep over many concepts. Every image the
 harness scores lives in `<out>/eval/` (results.json, samples.jsonl: `erasekit report <out>/eval`), one variant per
 (method, request); edits are saved under `<out>/edits/`.
 
@@ -51,6 +53,7 @@ from .membership import DEFAULT_TIMESTEPS
 IDEAL_REFERENCE_AUC = 0.5  # the membership AUC of a model that never saw the members (members ~ non-members)
 KNOWLEDGE = ("detection", "detection_generality")
 UTILITY = ("accuracy_unrelated", "image_drift")
+SKIPPABLE = ("verbatim", "privacy", "sustainability")  # the ways measured outside the one harness run
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,15 @@ class SixWayConfig:
     timesteps: tuple[int, ...] = field(default=DEFAULT_TIMESTEPS, metadata={
         "help": "privacy: timesteps of the denoising loss"})
     seed: int = field(default=0, metadata={"help": "seed of the sampled images (members, fresh images, generations)"})
+    skip: tuple[str, ...] = field(default=(), metadata={
+        "help": f"ways not measured (their rows read n/a or are left out): any of {', '.join(SKIPPABLE)}; e.g. a "
+                "scalability sweep over many concepts skips the N sequential requests and the privacy images"})
 
     def __post_init__(self) -> None:
+        bad = [w for w in self.skip if w not in SKIPPABLE]
+        if bad:
+            raise InvalidValueError(f"sixway skip {bad[0]!r} is not a way that can be skipped; use any of "
+                                    f"{', '.join(SKIPPABLE)}")
         for name in ("members", "seeds", "references"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -145,16 +155,18 @@ def verbatim(pipe: Any, pairs: Sequence[Any], config: SixWayConfig, steps: int |
             "memorization_magnitude": float(np.mean(mags)), "pairs": rows}
 
 
-def privacy_images(world: Any, concepts: Sequence[str], n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def privacy_images(world: Any, concepts: Sequence[str], n: int, seed: int,
+                   model: Any = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(members, non-members, captions) of `concepts`, up to `n` of each: `World.membership_pairs` (training images
     and the same content drawn anew, with the training captions), else a seeded sample of `World.training_images`
     against fresh `World.images` of the concept, both captioned with the concept's name (weaker: the fresh images
-    may be drawn unlike the training ones). Raises when the world does not know its model's training images."""
+    may be drawn unlike the training ones), of `model`'s training set (None: the world's own model). Raises when the
+    world does not know that model's training images."""
     members, fresh, captions = [], [], []
     rng = np.random.default_rng(seed)
     for c in concepts:
         name = world.concept(c).name
-        got = world.membership_pairs(name, n, seed)
+        got = world.membership_pairs(name, n, seed, model)
         if got is not None:
             if len(got[0]) == 0:
                 raise ErasekitError(f"world {world.name!r} has no training image of {name!r} for the privacy row")
@@ -162,7 +174,7 @@ def privacy_images(world: Any, concepts: Sequence[str], n: int, seed: int) -> tu
             fresh.append(got[1])
             captions += list(got[2])
             continue
-        train = world.training_images(name)
+        train = world.training_images(name, model)
         if train is None or len(train) == 0:
             raise ErasekitError(f"world {world.name!r} does not know its model's training images of {name!r}: the "
                                 "privacy row needs them (World.training_images)")
@@ -229,12 +241,16 @@ def run_sixway(methods: Sequence[str], concepts: Sequence[str], out: str | Path,
 
     # shared by every method: the memorized pairs of the erased concepts and the privacy images, measured on base
     where = memorized_model if memorized_model is not None else (model or pipe)
-    pairs = relevant_pairs(world, world.memorized_pairs(where, config.references), names)
-    try:
-        priv = privacy_images(world, names, config.members, config.seed)
-        privacy_note = ""
-    except ErasekitError as e:  # e.g. a prompt-list world: no training images; the row says why it is empty
-        priv, privacy_note = None, str(e)
+    pairs = [] if "verbatim" in config.skip else \
+        relevant_pairs(world, world.memorized_pairs(where, config.references), names)
+    if "privacy" in config.skip:
+        priv, privacy_note = None, "skipped (SixWayConfig.skip)"
+    else:
+        try:
+            priv = privacy_images(world, names, config.members, config.seed, where)
+            privacy_note = ""
+        except ErasekitError as e:  # e.g. a prompt-list world: no training images; the row says why it is empty
+            priv, privacy_note = None, str(e)
 
     def privacy(p: Any) -> dict[str, Any]:
         if priv is None:
@@ -258,7 +274,7 @@ def run_sixway(methods: Sequence[str], concepts: Sequence[str], out: str | Path,
         seq: list[str] = []  # request i erases concept i on the model with requests 1..i-1 applied
         applied: list[Edit] = []
         try:
-            for i, c in enumerate(names):
+            for i, c in enumerate([] if "sustainability" in config.skip else names):
                 if i == 0 and 1 in scale:
                     seq.append(scale[1])  # the first request alone is the 1-concept request
                     continue

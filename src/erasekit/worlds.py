@@ -156,20 +156,22 @@ class World:
         raise UnsupportedError(f"world {self.name!r} does not know its model's training set; pass data=FILE.npz "
                                "(arrays images (N, H, W, 3) uint8 and captions (N,) str)")
 
-    def training_counts(self) -> dict[str, dict[str, int]] | None:
-        """{family: {concept: training images}} when the world knows how its model was trained, else None."""
+    def training_counts(self, model: Any = None) -> dict[str, dict[str, int]] | None:
+        """{family: {concept: training images}} when the world knows how `model` (a name, folder or pipeline; None =
+        the world's own model) was trained, else None."""
         return None
 
-    def training_images(self, concept: str) -> np.ndarray | None:
-        """(n, H, W, 3) uint8: the images of `concept` its model was trained on (the imitation score compares
-        generations with them), or None when the world does not know them."""
+    def training_images(self, concept: str, model: Any = None) -> np.ndarray | None:
+        """(n, H, W, 3) uint8: the images of `concept` that `model` (None = the world's own model) was trained on (the
+        imitation score compares generations with them), or None when the world does not know them."""
         return None
 
-    def membership_pairs(self, concept: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-        """Membership-inference ground truth for `concept`: (members (m, H, W, 3) uint8: up to `n` of its model's
-        training images, non-members (m, H, W, 3) uint8: the same content drawn anew, never trained on, captions: the
-        m training captions, used for both), deterministic in `seed`; None when the world does not know its model's
-        training set."""
+    def membership_pairs(self, concept: str, n: int, seed: int,
+                         model: Any = None) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+        """Membership-inference ground truth for `concept`: (members (m, H, W, 3) uint8: up to `n` of `model`'s
+        training images (None = the world's own model), non-members (m, H, W, 3) uint8: the same content drawn anew,
+        never trained on, captions: the m training captions, used for both), deterministic in `seed`; None when the
+        world does not know that model's training set."""
         return None
 
     def key_characteristics(self, concept: str) -> list[dict[str, str]]:

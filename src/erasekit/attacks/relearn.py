@@ -11,7 +11,10 @@ Objective: the standard denoising loss on the images' VAE latents (`_recovery.de
   - "lora-attn":  rank-r LoRA factors (up (out, r) = 0, down (r, in) ~ U(+-1/sqrt(in)), peft's init) on to_q/to_k/to_v/to_out.0 of every
                   attention (diffusers' DreamBooth-LoRA target modules), scale alpha / r with alpha = r;
   - "lora-xattn": the same on the cross-attentions only;
-  - "xattn-kv":   full fine-tune of the cross-attention key/value projections (where UCE/RECE/MACE edit).
+  - "xattn-kv":   full fine-tune of the cross-attention key/value projections (where UCE/RECE/MACE edit);
+  - "full":       full fine-tune of every UNet tensor (diffusers' train_text_to_image; FreezeAsGuard's user).
+`freeze=PATH` (a FreezeAsGuard mask file, `erasekit.guards.freezeasguard`): the tensors it lists are left out of the
+fine-tune (no delta, no LoRA factors), as the publisher's fine-tuning API would enforce (Huang & Gao, 2024).
 The attack keeps only the learned deltas (`Replay.tensors`: "<param>::up"/"::down" or "<param>::delta"), never a copy
 of the model, and renders by adding them in place around each generation and restoring the original tensors
 bit-exactly afterwards; shields apply as to any prompt.
@@ -26,6 +29,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,12 +37,14 @@ import torch
 from torch.func import functional_call
 
 from ..errors import InvalidValueError
+from ..optim import grad_step
 from . import AttackContext, AttackMethod, AttackResult, Outcome, Replay
 from ._common import Budget
 from ._recovery import (RecoveryConfig, batch_indices, concept_images, denoising_loss, images_digest, resize,
                         templates, world_images)
 
-PARAMS = ("lora-attn", "lora-xattn", "xattn-kv")
+PARAMS = ("lora-attn", "lora-xattn", "xattn-kv", "full")
+FULL_PARAMS = ("xattn-kv", "full")  # fine-tuned as full deltas, not LoRA factors
 VARIANTS = ("concept", "benign")
 LORA_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -52,6 +58,8 @@ class RelearnConfig(RecoveryConfig):
     rank: int = field(default=4, metadata={"help": "LoRA rank (lora-* params)"})
     variant: str = field(default="concept", metadata={
         "help": "'concept' (images of the erased concept, named) or 'benign' (unrelated images: resurgence)"})
+    freeze: str = field(default="", metadata={
+        "help": "FreezeAsGuard mask file (.json): the tensors it lists stay frozen during the fine-tune"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,10 +69,15 @@ class RelearnConfig(RecoveryConfig):
         check_min(self, 1, "batch_size", "rank")
         check_choice("params", self.params, PARAMS)
         check_choice("variant", self.variant, VARIANTS)
+        if self.freeze and not Path(self.freeze).is_file():
+            raise InvalidValueError(f"freeze={self.freeze!r} is not a file; pass a FreezeAsGuard mask .json "
+                                    "(erasekit.guards.freezeasguard.FreezeMask.save)")
 
 
 def target_parameters(unet: torch.nn.Module, params: str) -> dict[str, torch.nn.Parameter]:
     """{"unet.<path>.weight": parameter} of the projections `params` fine-tunes, in module order."""
+    if params == "full":
+        return {f"unet.{n}": p for n, p in unet.named_parameters() if p.is_floating_point()}
     out: dict[str, torch.nn.Parameter] = {}
     for name, module in unet.named_modules():
         leaf = name.rsplit(".", 1)[-1]
@@ -113,7 +126,7 @@ def _forward_weights(base: dict[str, torch.Tensor], train: dict[str, torch.Tenso
     out = {}
     for name, w in base.items():
         rel = name.removeprefix("unet.")
-        if config.params == "xattn-kv":
+        if config.params in FULL_PARAMS:
             out[rel] = w + train[f"{name}::delta"]
         else:
             out[rel] = w + train[f"{name}::up"] @ train[f"{name}::down"]  # scale alpha / r = 1
@@ -131,10 +144,23 @@ def fine_tune(ctx: AttackContext, prompts: list[str], config: RelearnConfig) -> 
     images, captions, info = training_set(ctx, config)
     latents = vae_latents(pipe, images)
     base = {n: p.detach() for n, p in target_parameters(pipe.unet, config.params).items()}
+    frozen_info: dict[str, Any] = {}
+    if config.freeze:
+        from ..guards.freezeasguard import FreezeMask
+
+        mask = FreezeMask.load(config.freeze)
+        frozen = set(mask.frozen)
+        kept = {n: w for n, w in base.items() if n not in frozen}
+        frozen_info = {"freeze": {"file_sha256": mask.sha256, "frozen_targets": len(base) - len(kept),
+                                  "trainable_targets": len(kept)}}
+        if not kept:
+            raise InvalidValueError(f"freeze={config.freeze!r} freezes every tensor params={config.params!r} "
+                                    "fine-tunes; choose other params (e.g. params=full)")
+        base = kept
     gen = torch.Generator().manual_seed(config.seed)
     train: dict[str, torch.Tensor] = {}
     for name, w in base.items():
-        if config.params == "xattn-kv":
+        if config.params in FULL_PARAMS:
             train[f"{name}::delta"] = torch.zeros_like(w, dtype=torch.float32)
         else:
             out_f, in_f = w.shape
@@ -157,18 +183,15 @@ def fine_tune(ctx: AttackContext, prompts: list[str], config: RelearnConfig) -> 
             return functional_call(pipe.unet, weights, (x, t), {"encoder_hidden_states": encoder_hidden_states})
 
         loss = denoising_loss(pipe, latents[idx].to(pipe.unet.device), cond, gen, unet=unet)
-        grads = torch.autograd.grad(loss, list(train.values()))
-        for t, g in zip(train.values(), grads):
-            t.grad = g
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        grad_step(opt, loss, list(train.values()))
         losses.append(round(float(loss.detach()), 6))
         done += 1
     tensors = {k: v.detach().contiguous() for k, v in train.items()}
     n_params = int(sum(v.numel() for v in tensors.values()))
     return Replay(tensors, {"params": config.params, "variant": config.variant, "steps": done, "losses": losses,
                             "seconds": round(time.perf_counter() - t0, 3), "trainable_parameters": n_params,
-                            "images": {**info, "count": len(images), "sha256": images_digest(images)}})
+                            "images": {**info, "count": len(images), "sha256": images_digest(images)},
+                            **frozen_info})
 
 
 @contextlib.contextmanager
@@ -211,5 +234,5 @@ METHOD = AttackMethod("relearn", RelearnConfig, relearn, kind="replay", prepare=
                       paper="Ruiz et al., DreamBooth, CVPR 2023 (LoRA fine-tuning); Suriyakumar et al., Unstable "
                             "Unlearning: The Hidden Risk of Concept Resurgence in Diffusion Models, 2024")
 
-__all__ = ["LORA_PROJECTIONS", "METHOD", "PARAMS", "RelearnConfig", "VARIANTS", "deltas_applied", "fine_tune",
-           "relearn", "render", "target_parameters", "training_set"]
+__all__ = ["FULL_PARAMS", "LORA_PROJECTIONS", "METHOD", "PARAMS", "RelearnConfig", "VARIANTS", "deltas_applied",
+           "fine_tune", "relearn", "render", "target_parameters", "training_set"]

@@ -19,7 +19,7 @@ def registries() -> dict:
 
     load_plugins()
     out = {"models": models, "worlds": worlds}
-    for mod, attr in (("erasekit.erasers", "erasers"), ("erasekit.shields", "shields"),
+    for mod, attr in (("erasekit.erasers", "erasers"), ("erasekit.guards", "guards"), ("erasekit.shields", "shields"),
                       ("erasekit.attacks", "attacks"), ("erasekit.metrics", "metrics"),
                       ("erasekit.evaluators", "evaluators"), ("erasekit.marks", "marks"),
                       ("erasekit.marks.attacks", "mark_attacks"), ("erasekit.text.unlearn", "text_unlearners")):

@@ -164,10 +164,14 @@ def report_cmd(run_dir, out, markdown) -> None:
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
 @click.option("--markdown", default=None, type=click.Path(dir_okay=False),
               help="also write the table (the spec's columns) as markdown to this file")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="concepts evaluated at once, each in its own process with torch's threads divided among them "
+                   "(CPU machines: a small model keeps about one core busy per process)")
 @click.option("--out", default="runs/bench-methods", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
 @click.pass_context
-def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip, device, dtype, markdown, out) -> None:
+def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip, device, dtype, markdown, jobs,
+              out) -> None:
     """Erase each concept with each method (or run a benchmark spec: erasers, shields, attacks) and put them all on
     one leaderboard through the evaluation harness (results.json, samples.jsonl, report.html).
 
@@ -221,9 +225,14 @@ def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip,
         check_writable(markdown, overwrite=True, what="markdown file")
     pipe = _load_for(model or s.model, device, dtype) if (device != "cpu" or dtype != "float32") else None
     with RunLock(out), progress_bar("benchmarking", None) as adv:
-        res = run_bench(bs, out, pipe=pipe, model=model, progress=_progress(adv), suite=s, clip=clip)
+        res = run_bench(bs, out, pipe=pipe, model=model, progress=_progress(adv), suite=s, clip=clip, jobs=jobs)
     report = write_report(out, title=f"erasekit benchmark: {bs.name}")
-    print_summary(res, bs.table)
+    if bs.grid:  # protections x attacks: the matrix (tens of variants do not fit a per-variant terminal table)
+        from ..report.markdown import grid_table
+
+        click.echo(grid_table(res))
+    else:
+        print_summary(res, bs.table)
     if markdown:
         from ..io import atomic_write_text
 

@@ -19,6 +19,9 @@ from ._util import console, friendly_errors, progress_bar
               help="the model folder whose manifest lists memorized pairs (default: --model)")
 @click.option("--sizes", default=None, help='scalability: concepts per request, e.g. "1,2" (the request erasing all '
               'is always measured)')
+@click.option("--skip", default=None,
+              help='ways not measured, comma-separated: verbatim, privacy, sustainability (e.g. a scalability sweep '
+                   'over many concepts: --skip privacy,sustainability)')
 @click.option("--limit", default=4, show_default=True, type=int, help="images per prompt set of the harness")
 @click.option("--steps", default=None, type=int, help="sampling steps (default: the suite's, else the model's)")
 @click.option("--members", default=16, show_default=True, type=int,
@@ -27,8 +30,8 @@ from ._util import console, friendly_errors, progress_bar
 @click.option("--out", default="runs/sixway", show_default=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="replace an existing sixway.json / sixway.md in --out")
 @friendly_errors
-def sixway_cmd(methods, concepts, suite, model, reference, memorized_model, sizes, limit, steps, members, seeds, out,
-               overwrite) -> None:
+def sixway_cmd(methods, concepts, suite, model, reference, memorized_model, sizes, skip, limit, steps, members, seeds,
+               out, overwrite) -> None:
     """Verbatim memorization, knowledge, privacy leakage, utility, scalability and sustainability of erasing CONCEPTS
     with each --method, measured through the evaluation harness, `membership` and `memorization`; writes
     OUT/sixway.json, OUT/sixway.md (one table per method) and the harness run OUT/eval."""
@@ -46,7 +49,8 @@ def sixway_cmd(methods, concepts, suite, model, reference, memorized_model, size
     except ValueError:
         raise InvalidValueError(f"--sizes {sizes!r} is not a comma-separated list of integers; e.g. --sizes 1,2") \
             from None
-    config = SixWayConfig(sizes=size_list, limit=limit, steps=steps, members=members, seeds=seeds)
+    skip_list = tuple(w.strip() for w in skip.split(",") if w.strip()) if skip else ()
+    config = SixWayConfig(sizes=size_list, limit=limit, steps=steps, members=members, seeds=seeds, skip=skip_list)
     check_writable_dir(out)
     for f in ("sixway.json", "sixway.md"):
         check_writable(Path(out) / f, overwrite=overwrite, what="six-way result")

@@ -120,6 +120,8 @@ def _load(key_path: str, model: str):
 @click.option("-n", "n", default=1, show_default=True, type=int, help="texts per prompt")
 @click.option("--max-new-tokens", default=128, show_default=True, type=int, help="tokens per text")
 @click.option("--seed", default=0, show_default=True, type=int, help="sampling seed")
+@click.option("--window", default=None, type=int, help="texts longer than the model's context: sliding window of "
+                                                       "this many context tokens (e.g. 128 for the text world)")
 @click.option("--model", default="textworld", show_default=True, help="causal-LM folder, or textworld")
 @click.option("--file", "files", multiple=True, help="post-hoc methods (blackbox_lexical): JSONL or text file(s) "
                                                      "to mark instead of generating")
@@ -127,7 +129,7 @@ def _load(key_path: str, model: str):
 @click.option("--out", required=True, help="output JSONL (prompt, text, method, key)")
 @click.option("--overwrite", is_flag=True, help="replace an existing output")
 @friendly_errors
-def embed_cmd(key_path, prompts, n, max_new_tokens, seed, model, files, texts, out, overwrite) -> None:
+def embed_cmd(key_path, prompts, n, max_new_tokens, seed, window, model, files, texts, out, overwrite) -> None:
     """Generate marked text by sampling the model through the key's LogitsProcessor (post-hoc methods: mark --file /
     --text, or the model's plain samples of --prompt)."""
     from ..io import check_writable
@@ -152,7 +154,7 @@ def embed_cmd(key_path, prompts, n, max_new_tokens, seed, model, files, texts, o
         raise InvalidValueError(f"-n must be >= 1, got {n}")
     wm, key, lm, tok = _load(key_path, model)
     ps = [p for p in prompts for _ in range(n)]
-    ids = wm.generate(lm, tok, key, ps, max_new_tokens=max_new_tokens, seed=seed)
+    ids = wm.generate(lm, tok, key, ps, max_new_tokens=max_new_tokens, seed=seed, window=window)
     rows = [{"prompt": p, "text": t, "method": wm.name, "key": key.fingerprint()}
             for p, t in zip(ps, decode(tok, ids))]
     _write_jsonl(out, rows, overwrite=True)

@@ -1,13 +1,16 @@
-"""`erasekit text provenance ...`: was my data trained on? Copyright traps and LexiMark from the command line.
+"""`erasekit text provenance ...`: was my data trained on? Copyright traps, LexiMark and AMUSE from the command line.
 
     erasekit text provenance traps-make --lengths 25,50 --repetitions 1,4,16 --out traps.json   # from a reference LM
     erasekit text provenance traps-inject --traps traps.json --file docs.jsonl --out published.jsonl
     erasekit text provenance traps-detect --traps traps.json --model SUSPECT_DIR --reference textworld
     erasekit text provenance leximark-mark --new-key --key me.lexikey --file docs.jsonl --out marked.jsonl
     erasekit text provenance leximark-detect --key me.lexikey --members docs.jsonl --nonmembers held.jsonl --model DIR
+    erasekit text provenance amuse-embed --new-key --message 48879 --key me.amusekey --file docs.jsonl --out pub.jsonl
+    erasekit text provenance amuse-detect --key me.amusekey --file pub.jsonl --model SUSPECT_DIR   # message back?
 
 Documents are JSONL files with a "text" field per line or plain text files (one document each); with --world (or no
---file) the text world's training texts are used. Trap files and keys are user files (JSON).
+--file) the text world's training texts are used. Trap files and keys are user files (JSON; AMUSE keys are
+safetensors text-watermark keys holding the secret and the owner's message).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def _write_json(path: str | None, obj: dict, overwrite: bool) -> None:
 
 @click.group("provenance")
 def provenance() -> None:
-    """Dataset provenance: copyright traps and LexiMark (was a model trained on my documents?)."""
+    """Dataset provenance: copyright traps, LexiMark and AMUSE (was a model trained on my documents?)."""
 
 
 @provenance.command("ls")
@@ -222,6 +225,98 @@ def leximark_detect(key_path, members, nonmembers, model, null_keys, out, overwr
         line += f"; Min-K%++ AUROC {res.auc:.3f}, Welch p = {res.p_value:.3g}; key-z AUROC {res.key_auc:.3f}"
     console.print(line, highlight=False)
     _write_json(out, res.to_dict(), overwrite)
+
+
+def _amuse_key(path: str):
+    """The AMUSE key at `path`, or one line: missing file, or a key of another method."""
+    from pathlib import Path
+
+    from ..text.marks import TextKey
+    from ..text.provenance import amuse
+
+    if not Path(path).is_file():
+        raise InvalidValueError(f"AMUSE key file {path} does not exist; make one with `erasekit text provenance "
+                                f"amuse-embed --new-key --key {path} ...`")
+    return TextKey.load(path, method=amuse.METHOD)
+
+
+@provenance.command("amuse-embed")
+@click.option("--key", "key_path", required=True, help="AMUSE key file (safetensors); made here with --new-key")
+@click.option("--new-key", is_flag=True, help="make a fresh key (secret from the OS) and write it to --key")
+@click.option("--message", default=None, type=int, help="with --new-key: the owner message, an integer < 2^bits "
+                                                         "(default: random)")
+@click.option("--bits", default=None, type=int, help="with --new-key: message length in bits (default 16)")
+@click.option("--guarantee", default=None, type=float,
+              help="with --new-key: largest share of sub-message types that may lack a segment (default 0.5)")
+@click.option("--file", "files", multiple=True, required=True, help="documents to mark (JSONL / text)")
+@click.option("--model", default=None, help="causal LM that ranks the synonyms (default: keyed pseudo-random choice)")
+@click.option("--out", required=True, help="JSONL file of the marked documents")
+@click.option("--overwrite", is_flag=True, help="replace existing output (and key) files")
+@friendly_errors
+def amuse_embed(key_path, new_key, message, bits, guarantee, files, model, out, overwrite) -> None:
+    """Mark documents: document i carries sub-message i mod C of the owner message in keyed synonym choices."""
+    from ..io import check_writable
+    from ..text.provenance import amuse
+    from .text_mark_cmds import _write_jsonl
+
+    opts = {k: v for k, v in (("bits", bits), ("guarantee", guarantee)) if v is not None}
+    if not new_key and (message is not None or opts):
+        raise InvalidValueError("--message, --bits and --guarantee make a new key; add --new-key (the key file "
+                                "already holds its message)")
+    docs = _read(files)
+    check_writable(out, overwrite, what="document file")
+    if new_key:
+        check_writable(key_path, overwrite, what="key file")
+        key = amuse.keygen(message, amuse.AmuseConfig(**opts))
+    else:
+        key = _amuse_key(key_path)
+    lm, tok = (None, None)
+    if model:
+        from ..text.models import load_text_model
+
+        lm, tok, _ = load_text_model(model)
+    marked = amuse.embed_dataset(key, docs, lm, tok)
+    if new_key:
+        key.save(key_path, overwrite=overwrite)
+    _write_jsonl(out, [{"text": t} for t in marked], overwrite)
+    code = amuse.AmuseCode(int(key.config["bits"]), float(key.config["guarantee"]),
+                           int(key.config.get("max_chunks", amuse.MAX_CHUNKS))).describe()
+    changed = sum(a != b for a, b in zip(docs, marked))
+    console.print(f"wrote {out}: {changed} of {len(docs)} documents marked with key {key.fingerprint()} "
+                  f"({code['message_bits']}-bit message, {code['segments']} segment(s), {code['submessage_bits']}-bit "
+                  f"sub-messages)" + (f"; key written to {key_path}" if new_key else ""), highlight=False)
+
+
+@provenance.command("amuse-detect")
+@click.option("--key", "key_path", required=True, help="AMUSE key file (amuse-embed --new-key)")
+@click.option("--file", "files", multiple=True, required=True, help="the MARKED documents that were published")
+@click.option("--model", required=True, help="suspect causal-LM folder (or textworld)")
+@click.option("--out", default=None, help="write the decoded message and every count to this JSON file")
+@click.option("--overwrite", is_flag=True)
+@friendly_errors
+def amuse_detect(key_path, files, model, out, overwrite) -> None:
+    """Read the owner message back from a suspect model (teacher-forced on the marked documents): decoded message,
+    bit accuracy, nominal binomial p-value and decision."""
+    import math
+
+    from ..io import check_writable
+    from ..text.models import load_text_model
+    from ..text.provenance import amuse
+
+    key = _amuse_key(key_path)
+    docs = _read(files, "marked documents")
+    if out:
+        check_writable(out, overwrite, what="results file")
+    lm, tok, _ = load_text_model(model)
+    res = amuse.detect_dataset(key, lm, tok, docs)
+    dec = "".join("?" if b < 0 else str(int(b)) for b in res.decoded)
+    msg = "".join(str(int(b)) for b in res.message)
+    console.print(f"decoded {dec} (key's message {msg}): bit accuracy {res.bit_acc:.3f}, exact {res.exact}; "
+                  f"p = {res.p_value:.3g} (z {res.z:+.2f}) -> {'MARKED' if res.decision else 'not marked'} at "
+                  f"p <= {res.rule['fpr']:g}", highlight=False)
+    d = res.to_dict()
+    d = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+    _write_json(out, d, overwrite)
 
 
 COMMANDS: list = []  # added under `erasekit text` (text_cmds.py)

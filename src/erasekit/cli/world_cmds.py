@@ -118,11 +118,14 @@ def check_train_folder(out: Path) -> None:
 @click.option("--memorized", default="", help="duplicate counts of memorized image-caption pairs, e.g. 1,10,100,1000")
 @click.option("--nameless-artist", default="", help="an artist whose captions never name or describe it (a style "
               "only images can evoke)")
+@click.option("--init-from", default="", help="a finished toy-world training folder, or 'toyworld' for the shipped "
+              "model: reuse its oracle and VAE and start from its text encoder (skips those stages)")
 @click.option("--install", is_flag=True, help="copy the result into the package as the shipped 'toyworld' model")
 @friendly_errors
 def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps, unet_steps, threads, grammar,
-              mark_share, memorized, nameless_artist, install) -> None:
-    """Train oracle, VAE, text encoder + UNet (about 30 min on 2 CPU cores). Resumable."""
+              mark_share, memorized, nameless_artist, init_from, install) -> None:
+    """Train oracle, VAE, text encoder + UNet (tens of minutes on 2 CPU cores: the stage times are written to the
+    manifest; BENCHMARKS.md has the measured ones). Resumable."""
     import dataclasses
     import sys
 
@@ -132,8 +135,16 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps
                                        text_steps=text_steps, joint_steps=joint_steps, unet_steps=unet_steps, threads=threads).items()
                  if v is not None}
     check_train_options(overrides)
-    check_train_folder(Path(out))
     from ..errors import InvalidValueError
+
+    if init_from == "toyworld":
+        from ..world.plugin import assets_dir
+
+        init_from = str(assets_dir())
+    elif init_from and not (Path(init_from) / "oracle.json").is_file():
+        raise InvalidValueError(f"--init-from {init_from!r} is not a finished toy-world folder (no oracle.json); give "
+                                "a folder that `erasekit world train` completed, or 'toyworld' for the shipped model")
+    check_train_folder(Path(out))
     from ..world.dataset_v2 import WorldV2Options
 
     try:
@@ -142,7 +153,7 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps
         raise InvalidValueError(f"--memorized takes comma-separated integers such as 1,10,100,1000, got {memorized!r}") from None
     WorldV2Options(mark_share=mark_share, memorized=counts, nameless_artist=nameless_artist)  # checks, naming the value
     cfg = dataclasses.replace(TrainConfig(), **overrides, grammar=grammar, mark_share=mark_share, memorized=counts,
-                              nameless_artist=nameless_artist)
+                              nameless_artist=nameless_artist, init_from=init_from)
     with progress_bar("training", None) as adv:
         state = {"stage": None}
 

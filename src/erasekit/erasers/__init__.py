@@ -27,6 +27,11 @@ UNet trainers:
     doco        DoCo (Wu et al., AAAI 2025): adversarial concept-domain correction + gradient surgery
     allbutone   All but One (Hong et al., AAAI 2024): edit only the target's guidance term, keep the rest
     ant         ANT / Set You Straight (Li et al., ACM MM 2025): reversed late guidance, saliency-masked weights
+    sfd         Score Forgetting Distillation (Chen et al., ICLR 2025): data-free distillation into a one-step
+                generator whose score for the concept follows a safe concept's (sample with sfd.one_step_pipeline)
+
+Fine-tuning guards (change no weight; a mask of tensors a user's fine-tune must leave frozen) live in
+`erasekit.guards`.
 
 The pipeline passed in is never modified: methods read its weights and return the changed tensors as an `Edit`.
 """
@@ -124,6 +129,8 @@ erasers.add("geom_erasing", "erasekit.erasers.geom_erasing:METHOD",
             help="Geom-Erasing: detector's geometric tokens added to captions, fine-tune, tokens as negative prompt")
 erasers.add("ant", "erasekit.erasers.ant:METHOD",
             help="ANT: reverse guidance in mid-to-late steps, keep early ones; saliency-masked weights")
+erasers.add("sfd", "erasekit.erasers.sfd:METHOD",
+            help="SFD: data-free distillation into a ONE-STEP generator; the concept's score follows a safe one's")
 erasers.add("mempruning", "erasekit.erasers.mempruning:METHOD",
             help="Memorized-subspace pruning: zero FFN weights whose Wanda scores single out memorized prompts")
 

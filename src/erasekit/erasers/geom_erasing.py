@@ -31,7 +31,9 @@ Here (defaults chosen for the toy world on 2 CPU cores; every one is an option):
     existing prompt encodes exactly as before;
   - batches of `batch_size` with `concept_share` of them drawn from the detected images (the detected share of a
     real training set is small: ~10% of the toy's object scenes) and caption dropout `caption_dropout` (the toy model
-    was trained with 0.1; it keeps the unconditional prediction that classifier-free guidance uses).
+    was trained with 0.1; it keeps the unconditional prediction that classifier-free guidance uses);
+  - `geometric_tokens=false` is the ablation control (not in the paper): the same fine-tuning with plain captions
+    only, which separates the tokens' effect from that of fine-tuning on (over-sampled) marked data.
 
 The result is an `Edit` of the UNet tensors (reversible, hashed) whose manifest carries the token embeddings
 (`info.geom`: names, grid, the cells of the inference negative prompt, the (K, D) vectors as float lists and their
@@ -99,6 +101,9 @@ class GeomErasingConfig(TrainingConfig):
         "help": "inference negative prompt: the cells covered in at least this share of the detected images"})
     init_word: str = field(default="", metadata={
         "help": "word whose embedding initialises the existence token ('' = the concept's first word)"})
+    geometric_tokens: bool = field(default=True, metadata={
+        "help": "false = ablation control: the same fine-tuning (same batches, over-sampling, dropout) with the "
+                "plain captions only, no tokens appended or learned"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -424,7 +429,7 @@ def run(pipe, request: EraseRequest, config: GeomErasingConfig, hooks: TrainHook
                             {"params": [tokens.vectors], "lr": config.token_lr}])
     sched = pipe.scheduler
     n_train = int(sched.config.num_train_timesteps)
-    rows = [[0] + [1 + c for c in cs] if p else [] for p, cs in zip(present, cells)]
+    rows = [[0] + [1 + c for c in cs] if p and config.geometric_tokens else [] for p, cs in zip(present, cells)]
     n_pos = round(config.batch_size * config.concept_share) if config.concept_share != -1 else None
 
     def batch(gen: torch.Generator) -> torch.Tensor:
@@ -451,7 +456,9 @@ def run(pipe, request: EraseRequest, config: GeomErasingConfig, hooks: TrainHook
         target = eps if sched.config.prediction_type == "epsilon" else sched.get_velocity(x0, eps, t)
         pred = trained(sched.add_noise(x0, eps, t), t, encoder_hidden_states=cond).sample
         loss = F.mse_loss(pred.float(), target.float())
-        grads = torch.autograd.grad(loss, params + [tokens.vectors])  # the pipeline's text encoder gets no .grad
+        # the pipeline's text encoder gets no .grad; a batch without a tagged pair (every batch of the control, often
+        # with concept_share=-1) leaves the tokens out of the graph: their grad is None and Adam skips them
+        grads = torch.autograd.grad(loss, params + [tokens.vectors], allow_unused=True)
         for p, g in zip(params + [tokens.vectors], grads):
             p.grad = g
         opt.step()
@@ -485,11 +492,13 @@ def run(pipe, request: EraseRequest, config: GeomErasingConfig, hooks: TrainHook
     tensors = changed_tensors("unet", trained, chosen, base_dtype)
     token_set = current()
     info = {"train": log.to_dict(), "parameters": len(chosen),
-            "trained_numel": int(sum(p.numel() for p in params) + tokens.vectors.numel()),
+            "trained_numel": int(sum(p.numel() for p in params)
+                                 + (tokens.vectors.numel() if config.geometric_tokens else 0)),
             "data": {"source": source, "count": int(len(images)), "sha256": digest,
                      "detected": int(present.sum()), "detected_share": round(float(present.mean()), 4),
                      "with_location": int(sum(1 for p, c in zip(present, cells) if p and c))},
-            "detector": detector_desc, INFO_KEY: token_set.to_info(),
+            "detector": detector_desc, "geometric_tokens": bool(config.geometric_tokens),
+            INFO_KEY: token_set.to_info(),
             "unused": {"guide": list(request.guide or ()), "preserve": list(request.preserve)}}
     return tensors, info
 

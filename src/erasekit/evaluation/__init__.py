@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import InvalidValueError
 from ..suite import Suite
 from .generate import generate_missing, shard
-from .plan import BASE, Variant, build_plan, hash_seed, prepare_variants, prompt_sets
+from .plan import BASE, PIPELINE_OBJECT, Variant, build_plan, hash_seed, prepare_variants, prompt_sets
 from .results import aggregate, run_images, write_results
 from .score import label_units
 
@@ -68,7 +68,7 @@ def evaluate(suite: Suite, variants: Sequence[Variant], out: str | Path, model: 
 
     t_start = time.time()
     out = Path(out)
-    model = model or suite.model or ("<pipeline object>" if pipe is not None else "")
+    model = model or suite.model or (PIPELINE_OBJECT if pipe is not None else "")
     if not model:
         raise InvalidValueError(f"suite {suite.name!r} names no model; pass one (--model PATH_OR_HUB_ID)")
     # everything a user can get wrong fails here, before the model is loaded

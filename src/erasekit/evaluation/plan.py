@@ -19,6 +19,7 @@ from ..suite import Suite
 from ..worlds import SHOWING_KINDS, Prompt, PromptListWorld, World
 
 CACHE_VERSION = 2  # bump when the meaning of a cached file changes
+PIPELINE_OBJECT = "<pipeline object>"  # the model name recorded when evaluate() is given a loaded pipeline
 BASE = "base"
 
 
@@ -95,6 +96,9 @@ class Plan:
     # {target: (M, D) evaluator embeddings of the world's training images}, filled by the score stage when the suite
     # asks for imitation scores (computed once per target, shared by the variants)
     training_embeddings: dict = field(default_factory=dict)
+    # the model as the world should look it up (its training counts and images): the name or folder, else the
+    # loaded pipeline object (a world can locate it by its name_or_path)
+    model_ref: Any = None
 
     def variant(self, name: str) -> PreparedVariant:
         return next(v for v in self.variants if v.name == name)
@@ -167,6 +171,11 @@ def prepare_variant(v: Variant) -> PreparedVariant:
 
         name, options = parse_spec(v.attack)
         attack = {"spec": v.attack, "name": name, "options": _jsonable(options)}
+        # options naming files (e.g. relearn's freeze mask) enter the cache key by content, not by path
+        files = {k: io.file_sha256(val, f"attack option {k}") for k, val in sorted(options.items())
+                 if isinstance(val, str) and val and Path(val).is_file()}
+        if files:
+            attack["files_sha256"] = files
     return PreparedVariant(v, edits, info, shield, attack)
 
 
@@ -302,7 +311,7 @@ def build_plan(suite: Suite, prepared: Sequence[PreparedVariant], targets: Seque
                            seed=suite.seed, **protects)
                 attack_units.append(AttackUnit(pv.name, t, texts, key))
     return Plan(suite, world, evaluator, model, fp, steps, guidance, list(targets), sets, list(prepared), units,
-                attack_units)
+                attack_units, model_ref=pipe if model == PIPELINE_OBJECT else model)
 
 
 def cache_path(out: Path, unit: Unit) -> Path:

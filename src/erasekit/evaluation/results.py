@@ -56,7 +56,7 @@ def aggregate(plan: Plan, out: Path, images: dict, labels: dict, samples: list[d
             clip.setdefault((s["variant"], s["target"], s["set"]), []).append(s["clip_score"])
     families = {t: plan.evaluator.target(t)[0] for t in plan.targets}
     results: dict[str, Any] = {"variants": {}, "targets": plan.targets, "families": families}
-    counts = plan.world.training_counts()
+    counts = plan.world.training_counts(plan.model_ref)
     if counts:  # how often the model saw each target in training (the imitation threshold's x axis)
         known = {t: (plan.world.find(t) if plan.world.knows(t) else (None, None)) for t in plan.targets}
         results["training_counts"] = {t: int(counts[f][n]) for t, (f, n) in known.items()

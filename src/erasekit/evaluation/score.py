@@ -149,7 +149,7 @@ def imitation(plan: Plan, target: str, generated: np.ndarray) -> float:
 
     cache = plan.training_embeddings
     if target not in cache:
-        train = plan.world.training_images(target)
+        train = plan.world.training_images(target, plan.model_ref)
         if train is None or len(train) == 0:
             raise ErasekitError(f"the suite asks for imitation scores, but world {plan.world.name!r} has no training "
                                 f"images of {target!r}; drop `imitation:` from the suite or use a world that knows "

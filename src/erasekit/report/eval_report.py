@@ -167,10 +167,61 @@ def add_eval_sections(rep: HtmlReport, results: dict, samples: list[dict], run_d
         rep.heading(t, level=3)
         rep.table(["variant"] + [_header(results, c) for c in cols_t], rows_t,
                   classes=_best_classes(results, rows_t, ["variant"] + cols_t))
+    _triggers(rep, results, names)
+    _unsafe(rep, results, names)
     _grids(rep, results, samples, run_dirs, names, grid_images)
     rep.heading("Evaluation provenance", id="provenance")
     rep.pre(prov)
     return rep
+
+
+def _triggers(rep: HtmlReport, results: dict, names: list[str]) -> None:
+    """CopyCat's keyword-trigger ranking (`variants.<v>.triggers`, suites with `copycat: {triggers: N}`): per target
+    a table of trigger phrases x variants (detection over each phrase's images), the phrases most triggering on the
+    protected variants (mean over the non-base variants; base alone when there is none) first."""
+    per = {n: results["variants"][n].get("triggers") or {} for n in names}
+    targets = [t for t in results["targets"] if any(t in per[n] for n in names)]
+    if not targets:
+        return
+    rep.heading("Keyword triggers (CopyCat)", id="triggers")
+    rep.paragraph("Detection of the protected concept when the prompt is only a keyword phrase (never its name), per "
+                  "phrase and variant; the phrases that still trigger it on the protections first. Lower is better.",
+                  cls="caption")
+    for t in targets:
+        cols = [n for n in names if t in per[n]]
+        det = {n: {r["keyword"]: r["detection"] for r in per[n][t]} for n in cols}
+        images = {r["keyword"]: r["images"] for n in cols for r in per[n][t]}
+        keywords = list(dict.fromkeys(k for n in cols for k in det[n]))  # the recorded (keyword) order
+        order = [n for n in cols if n != "base"] or cols
+        keywords.sort(key=lambda k: -float(np.mean([det[n].get(k, 0.0) for n in order])))  # stable on ties
+        rows = [[k, images[k]] + [det[n].get(k, "") for n in cols] for k in keywords]
+        rep.heading(t, level=3)
+        rep.table(["keyword phrase", "images"] + [f"{n} ↓" for n in cols], rows, id=f"triggers-{slug(t)}",
+                  classes=[["", ""] + ["bad" if isinstance(v, float) and v > 0 and n != "base" else ""
+                                       for n, v in zip(cols, r[2:])] for r in rows])
+
+
+def _unsafe(rep: HtmlReport, results: dict, names: list[str]) -> None:
+    """Unsafe Diffusion's per-category rates (`variants.<v>.unsafe`, suites with `unsafe: {categories: [...]}`): one
+    row per variant, target and prompt set; columns: any category, then each category (`unsafe_categories`)."""
+    per = {n: results["variants"][n].get("unsafe") or {} for n in names}
+    if not any(per.values()):
+        return
+    cats = list(results.get("unsafe_categories") or {})
+    if not cats:  # older results: the categories are the keys of the rates
+        cats = list(dict.fromkeys(c for n in names for sets in per[n].values() for r in sets.values()
+                                  for c in r if c != "any"))
+    labels = {c: (results.get("unsafe_categories") or {}).get(c, [None, c])[1] for c in cats}
+    rep.heading("Unsafe categories (Unsafe Diffusion)", id="unsafe")
+    rep.paragraph("Share of images the evaluator flags as unsafe, in any category and per category ("
+                  + ", ".join(f"{c}: evaluator label {labels[c]!r}" for c in cats)
+                  + "), per variant, target and prompt set. Lower is better.", cls="caption")
+    rows = []
+    for n in names:
+        for t, sets in per[n].items():
+            for s, rates in sets.items():
+                rows.append([n, t, s, rates.get("any", "")] + [rates.get(labels[c], rates.get(c, "")) for c in cats])
+    rep.table(["variant", "target", "prompt set", "any ↓"] + [f"{c} ↓" for c in cats], rows, id="unsafe-table")
 
 
 def _grids(rep: HtmlReport, results: dict, samples: list[dict], run_dirs: dict[str, Path], names: list[str],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from typing import Any
 
 import numpy as np
 
@@ -105,10 +106,16 @@ def captioned_training_images(manifest: dict | None, n: int, seed: int) -> tuple
                                 "training folder), so its training set is unknown; pass data=FILE.npz")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidValueError(f"n must be an integer >= 1, got {n!r}")
-    keys = ("seed", "scale", "counts", "grammar", "mark_share", "memorized", "nameless_artist")
-    ds = _dataset(json.dumps({k: manifest["config"].get(k) for k in keys}, sort_keys=True))
+    ds = training_dataset(manifest)
     pick = np.sort(np.random.default_rng([int(seed), 1818]).choice(len(ds), size=min(n, len(ds)), replace=False))
     return ds.images[pick], [ds.captions[i] for i in pick]
+
+
+def training_dataset(manifest: dict) -> Any:
+    """The training set a toy model's manifest describes (its config's seed, scale, counts and v2 options), rebuilt
+    deterministically; cached per process."""
+    keys = ("seed", "scale", "counts", "grammar", "mark_share", "memorized", "nameless_artist")
+    return _dataset(json.dumps({k: manifest["config"].get(k) for k in keys}, sort_keys=True))
 
 
 def training_share(manifest: dict | None) -> float:
@@ -116,4 +123,4 @@ def training_share(manifest: dict | None) -> float:
     return float(((manifest or {}).get("config") or {}).get("mark_share") or 0.0)
 
 
-__all__ = ["ALIASES", "BAND", "FAMILY", "MarkEvaluator", "captioned_training_images", "mark_box", "training_share"]
+__all__ = ["ALIASES", "BAND", "FAMILY", "MarkEvaluator", "captioned_training_images", "mark_box", "training_dataset", "training_share"]

@@ -244,30 +244,36 @@ class ToyWorld(World):
             out.append(render(Scene(**kw, seed=int(rng.integers(2**31 - 1)))))
         return np.stack(out)
 
-    def training_counts(self) -> dict[str, dict[str, int]] | None:
+    def training_counts(self, model: Any = None) -> dict[str, dict[str, int]] | None:
+        """The images per concept in `model`'s training set (None / "toyworld": the shipped model; "toyworld-v2", a
+        training folder or a pipeline loaded from one: its manifest's), None when the model has no manifest."""
         try:
-            return manifest()["dataset"]["counts"]
-        except (FileNotFoundError, KeyError):
+            return model_manifest(model)["dataset"]["counts"]
+        except (FileNotFoundError, KeyError, TypeError):
             return None
 
-    def training_images(self, concept: str) -> np.ndarray | None:
-        """The shipped model's training images of `concept` (its dataset rebuilt from the manifest once per
-        process, ~30 s)."""
+    def training_images(self, concept: str, model: Any = None) -> np.ndarray | None:
+        """`model`'s training images of `concept` (its dataset rebuilt from its manifest once per process, ~30 s);
+        None when the model has no manifest."""
         from .imitation import training_images
 
         family, name = self.find(concept)
-        return training_images(shipped_dataset(), family, name)
+        ds = model_dataset(model)
+        return None if ds is None else training_images(ds, family, name)
 
-    def membership_pairs(self, concept: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Up to `n` of the shipped model's training images showing `concept` (a seeded sample; the dataset is
-        rebuilt from its manifest once per process, ~30 s) with their captions, and the same scenes rendered again
-        with seeds >= 2**31 (the training scenes' seeds are < 2**31: never trained on, same distribution)."""
+    def membership_pairs(self, concept: str, n: int, seed: int,
+                         model: Any = None) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+        """Up to `n` of `model`'s training images showing `concept` (a seeded sample; the dataset is rebuilt from its
+        manifest once per process, ~30 s) with their captions, and the same scenes rendered again with seeds >= 2**31
+        (the training scenes' seeds are < 2**31: never trained on, same distribution); None without a manifest."""
         import dataclasses
 
         from .render import render
 
         family, c = self.catalogue.find(concept)
-        ds = shipped_dataset()
+        ds = model_dataset(model)
+        if ds is None:
+            return None
         idx = np.array([i for i, s in enumerate(ds.scenes) if s.labels()[family] == c.name], dtype=np.int64)
         if len(idx) == 0:
             return np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 32, 32, 3), np.uint8), []
@@ -332,6 +338,19 @@ def model_manifest(model: Any = None) -> dict | None:
         if (d / "manifest.json").is_file():
             return json.loads((d / "manifest.json").read_text())
     return None
+
+
+def model_dataset(model: Any = None) -> Any:
+    """The training set of a toy model (None / "toyworld": the shipped one), rebuilt from its manifest (v1 or v2
+    options; cached per process); None when the model has no manifest with its training config."""
+    if model is None or (isinstance(model, str) and model == MODEL):
+        return shipped_dataset()
+    man = model_manifest(model)
+    if man is None or "config" not in man:
+        return None
+    from .mark_eval import training_dataset
+
+    return training_dataset(man)
 
 
 class ToyOracleEvaluator(Evaluator):

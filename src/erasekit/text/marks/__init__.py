@@ -242,13 +242,14 @@ class TextWatermark(Configurable):
         raise NotImplementedError
 
     def generate(self, model: Any, tokenizer: Any, key: TextKey, prompts: Sequence[str], max_new_tokens: int = 128,
-                 seed: int = 0) -> list[list[int]]:
-        """Marked continuations (new token ids only, exactly `max_new_tokens` each) by ancestral sampling."""
+                 seed: int = 0, window: int | None = None) -> list[list[int]]:
+        """Marked continuations (new token ids only, exactly `max_new_tokens` each) by ancestral sampling; past the
+        model's context with a sliding `window` (see `sample`)."""
         self.check_key(key)
         key.check_tokenizer(tokenizer)
         proc = self.logits_processor(key, batch_size=len(prompts), seed=seed)
         return sample(model, tokenizer, prompts, max_new_tokens, seed=seed, processor=proc,
-                      vocab_size=key.vocab_size)
+                      vocab_size=key.vocab_size, window=window)
 
     # -- detection
     def detect(self, key: TextKey, texts: Sequence[str] | str, tokenizer: Any) -> Detection:
@@ -296,11 +297,17 @@ def mark_for_key(key: TextKey) -> TextWatermark:
 
 # ------------------------------------------------------------------------------------------------------- sampling
 def sample(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, seed: int = 0,
-           processor: Any = None, vocab_size: int | None = None) -> list[list[int]]:
+           processor: Any = None, vocab_size: int | None = None, window: int | None = None) -> list[list[int]]:
     """(B,) lists of exactly `max_new_tokens` new token ids from `model.generate`: plain ancestral sampling
     (temperature 1, no top-k / top-p, EOS suppressed until the length is reached) with an optional LogitsProcessor.
     Prompts are prefixed with the BOS token (so "" is a valid prompt) and left-padded; `seed` fixes torch's RNG
-    inside a forked RNG state (the caller's RNG is untouched)."""
+    inside a forked RNG state (the caller's RNG is untouched).
+
+    Texts longer than the model's context need `window`: generation then runs in chunks, each conditioned on the
+    last `window` tokens only (a sliding window; positions restart at 0 in every chunk) and producing
+    context - window new tokens. The processor sees one call per new token across chunks (processors that read
+    only the previous tokens, or count their calls like EXP-edit's, mark the whole text consistently). Without
+    `window` a length past the context is refused; within the context the result is the same either way."""
     from transformers import LogitsProcessorList
 
     if isinstance(prompts, str) or len(prompts) == 0:
@@ -316,18 +323,34 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: i
     rows = [[bos] + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     width = max(map(len, rows))
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1
+                               or (limit is not None and window >= limit)):
+        raise InvalidValueError(f"window must be an integer in [1, {limit}) (tokens of context kept per chunk), got "
+                                f"{window!r}")
     if limit is not None and width + max_new_tokens > limit:
-        raise InvalidValueError(f"prompt ({width} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's "
-                                f"context of {limit}; generate fewer tokens")
+        if window is None:
+            raise InvalidValueError(f"prompt ({width} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
+                                    f"model's context of {limit}; generate fewer tokens or pass a sliding window")
+        if width > limit - 1:
+            raise InvalidValueError(f"the prompt ({width} tokens) fills the model's context of {limit}; shorten it")
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     procs = LogitsProcessorList([processor] if processor is not None else [])
+    left = max_new_tokens
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(int(seed))
-        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0,
-                             temperature=1.0, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                             logits_processor=procs, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-    return [row[width:].tolist() for row in out]
+        while left > 0:
+            start = 0 if ids.shape[1] == width else max(0, ids.shape[1] - int(window))
+            ctx, cmask = ids[:, start:], mask[:, start:]
+            step = left if limit is None else min(left, limit - ctx.shape[1])
+            out = model.generate(input_ids=ctx, attention_mask=cmask, do_sample=True, top_k=0, top_p=1.0,
+                                 temperature=1.0, max_new_tokens=step, min_new_tokens=step,
+                                 logits_processor=procs, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+            new = out[:, ctx.shape[1]:]
+            ids = torch.cat([ids, new], dim=1)
+            mask = torch.cat([mask, torch.ones_like(new)], dim=1)
+            left -= new.shape[1]
+    return [row[width:].tolist() for row in ids]
 
 
 def decode(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[str]:

@@ -257,13 +257,14 @@ class BlackboxLexical(TextWatermark):
                                 "generate() or embed_texts()")
 
     def generate(self, model: Any, tokenizer: Any, key: TextKey, prompts: Sequence[str], max_new_tokens: int = 128,
-                 seed: int = 0) -> list[list[int]]:
-        """Plain samples of the model, then marked post hoc; token ids of the marked texts (their length can differ
-        from `max_new_tokens` by a few tokens: a synonym may tokenize differently)."""
+                 seed: int = 0, window: int | None = None) -> list[list[int]]:
+        """Plain samples of the model (past its context with a sliding `window`, see `sample`), then marked post hoc;
+        token ids of the marked texts (their length can differ from `max_new_tokens` by a few tokens: a synonym may
+        tokenize differently)."""
         from . import decode, sample
 
         self._secret(key)
-        plain = decode(tokenizer, sample(model, tokenizer, prompts, max_new_tokens, seed=seed))
+        plain = decode(tokenizer, sample(model, tokenizer, prompts, max_new_tokens, seed=seed, window=window))
         marked = self.embed_texts(key, plain, model=model, tokenizer=tokenizer)
         return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in marked]
 

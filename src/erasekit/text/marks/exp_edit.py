@@ -85,21 +85,21 @@ def key_sequence(secret: bytes, n: int, vocab_size: int) -> torch.Tensor:
 
 class ExpSampler:
     """transformers LogitsProcessor: exponential-minimum sampling; returns logits that keep only the chosen token.
-    Row b of the batch uses key rows (offset_b + i) mod n at its i-th new token."""
+    Row b of the batch uses key rows (offset_b + i) mod n at its i-th new token, i counting the calls (one per new
+    token), so a text generated in several `generate` calls (a sliding window) follows one key segment."""
 
     def __init__(self, xi: torch.Tensor, offsets: torch.Tensor):
-        self.xi, self.offsets, self.start = xi, offsets.long(), None
+        self.xi, self.offsets, self.step = xi, offsets.long(), 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.start is None:
-            self.start = input_ids.shape[-1]
         if scores.shape[-1] != self.xi.shape[1]:
             raise InvalidValueError(f"the key marks a vocabulary of {self.xi.shape[1]} tokens but the model's logits "
                                     f"have {scores.shape[-1]}; use a key made for this model")
         if scores.shape[0] != len(self.offsets):
             raise InvalidValueError(f"the sampler was made for {len(self.offsets)} texts, the batch has "
                                     f"{scores.shape[0]}; make one processor per batch")
-        i = input_ids.shape[-1] - self.start
+        i = self.step
+        self.step += 1
         u = self.xi[(self.offsets + i) % self.xi.shape[0]].to(scores.device)  # (B, V)
         probs = torch.softmax(scores.float(), dim=-1)
         token = (torch.log(u) / probs).argmax(dim=-1)  # log u < 0: p = 0 -> -inf, never chosen
