@@ -6,7 +6,6 @@ evaluator would. `erasekit.worlds` registers it lazily as "toyworld"; the shippe
 
 from __future__ import annotations
 
-import functools
 
 import json
 import re
@@ -63,13 +62,12 @@ def catalogue_keywords(family: str, concept: Any) -> tuple[str, ...]:
     return tuple(s for s in concept.synonyms if s.lower() != concept.name.lower())
 
 
-@functools.lru_cache(maxsize=1)
 def shipped_dataset():
-    """The shipped model's training set, rebuilt deterministically from its manifest (seed, scale, counts)."""
-    from .dataset import build_dataset
+    """The shipped model's training set, rebuilt deterministically from its manifest's training config (the same
+    rebuild, and the same per-process cache, as any other toy model's: `mark_eval.training_dataset`)."""
+    from .mark_eval import training_dataset
 
-    ds = manifest()["dataset"]
-    return build_dataset(ds["seed"], ds["scale"], counts=ds.get("counts_override") or None)
+    return training_dataset(manifest())
 
 
 class ToyWorld(World):
