@@ -116,9 +116,9 @@ class Lexicon:
         return out
 
 
-def _rank_by_model(model: Any, tokenizer: Any, prefix: str, cands: list[str]) -> list[str]:
-    """Candidates sorted by the model's log-likelihood of `prefix + candidate` (the prefix is shared, so this ranks
-    the candidate given its left context), best first."""
+def candidate_loglik(model: Any, tokenizer: Any, prefix: str, cands: Sequence[str]) -> np.ndarray:
+    """(len(cands),) float64: the model's log-likelihood of BOS + `prefix + candidate` (the last MAX_CONTEXT tokens),
+    one batched, right-padded forward pass; the shared prefix cancels when candidates are compared."""
     rows = [tokenizer(prefix + c, add_special_tokens=False)["input_ids"][-MAX_CONTEXT:] for c in cands]
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     width = max(map(len, rows)) + 1
@@ -129,8 +129,13 @@ def _rank_by_model(model: Any, tokenizer: Any, prefix: str, cands: list[str]) ->
         mask[i, :len(r) + 1] = 1
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
-    tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
-    scores = tok_lp.sum(dim=1).tolist()
+    return (logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]).sum(dim=1).double().numpy()
+
+
+def _rank_by_model(model: Any, tokenizer: Any, prefix: str, cands: list[str]) -> list[str]:
+    """Candidates sorted by the model's log-likelihood of `prefix + candidate` (the prefix is shared, so this ranks
+    the candidate given its left context), best first."""
+    scores = candidate_loglik(model, tokenizer, prefix, cands).tolist()
     return [c for _, c in sorted(zip(scores, cands), key=lambda t: -t[0])]
 
 

@@ -55,7 +55,7 @@ import torch
 
 from ...errors import InvalidValueError
 from ..marks import TextKey, check_fpr, random_secret
-from ..marks.blackbox_lexical import CLASSES, MAX_CONTEXT, Lexicon, binomial_test, substitute, word_bit, \
+from ..marks.blackbox_lexical import CLASSES, Lexicon, binomial_test, candidate_loglik, substitute, word_bit, \
     world_lexicon
 from . import Provenance
 
@@ -241,21 +241,6 @@ def read_text(key: TextKey, doc: str, lexicon: Any = None) -> np.ndarray:
     return np.where(votes > 0, 1, np.where(votes < 0, 0, -1)).astype(np.int8)
 
 
-def _scores(model: Any, tokenizer: Any, prefix: str, cands: Sequence[str]) -> np.ndarray:
-    """(len(cands),) log-likelihood of prefix + candidate under the model (the shared prefix cancels in comparisons)."""
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    rows = [[bos] + tokenizer(prefix + c, add_special_tokens=False)["input_ids"][-MAX_CONTEXT:] for c in cands]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), bos, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
-    with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
-    return (logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]).sum(dim=1).double().numpy()
-
-
 @dataclass
 class AmuseResult:
     """What a suspect model gives back: the decoded message (-1: undecided bits), its bit accuracy against the key's
@@ -289,7 +274,7 @@ def read_model(key: TextKey, model: Any, tokenizer: Any, marked_docs: Sequence[s
         target = subs_true[i % len(subs_true)]
         for s, (a, _, p, w) in enumerate(lex.slots(d)):
             cands = list(lex.of[w])
-            sc = _scores(model, tokenizer, d[:a], cands)
+            sc = candidate_loglik(model, tokenizer, d[:a], cands)
             bits = np.array([word_bit(secret, p, c) for c in cands])
             if bits.all() or not bits.any():
                 continue  # every synonym encodes the same bit: the slot carries nothing
