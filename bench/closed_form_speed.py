@@ -12,9 +12,8 @@ gives the encoding floor (RECE: the concepts, guides and preserve prompts, all 7
 concept and per anchor). The machine load (`uptime`) before and after is recorded: on a shared machine absolute times
 vary, ratios much less. Writes JSON (default runs/bench/closed_form_speed.json).
 
-vision-unlearning 1.0.0's UCE is not timed here: its wheel installs from the local registry with --no-deps, but
-importing `vision_unlearning.unlearner` pulls in torchvision and `datasets` (lora.py, datasets/cifar.py), which this
-environment does not have (and torchvision must not be installed).
+vision-unlearning 1.0.0's UCE is timed against erasekit's by bench/peers/vu_uce_speed.py (its module-level imports
+of torchvision and `datasets` are replaced by empty stand-ins in that process only).
 """
 
 from __future__ import annotations

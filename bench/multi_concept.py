@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "src/erasekit/benchmarks/multi-concept-toy.yaml"
-METHODS = ("uce", "rece", "mace", "realera", "speed")
+METHODS = ("uce", "rece", "mace", "realera", "speed", "trce")
 COUNTS = (1, 10, 50, 100)
 PROBES = ("Alva Renn", "Cora Voss", "Esme Quist")
 NEIGHBOURS = ("Hugo Brandt", "Jonas Pike")  # the probes' 2 nearest artists in the toy model (world.neighbours)

@@ -259,8 +259,8 @@ def test_bad_inputs(edited_tiny):
         run_attack("copycat", target, "Mickey Mouse", evaluator="toyworld-oracle", keywords=("mouse",))
     with pytest.raises(InvalidValueError, match="needs keywords"):
         run_attack("copycat", target, "Mickey Mouse", sample_steps=1)
-    with pytest.raises(InvalidValueError, match="guidance must be > 1"):
-        run_attack("copycat", target, "Zorbo", guidance=1.0)
+    with pytest.raises(InvalidValueError, match="guidance must be a finite number >= 0, got -1.0"):
+        run_attack("copycat", target, "Zorbo", guidance=-1.0)
     with pytest.raises(InvalidValueError, match="prompts must be non-empty"):
         run_attack("copycat", target, "Zorbo", prompts=["", "x"])
     with pytest.raises(InvalidValueError, match="returned shape"):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from erasekit.benchmark import BenchSpec, VariantSpec, load_bench_spec, run_bench, shipped_specs
-from erasekit.errors import InvalidValueError, UnknownNameError
+from erasekit.errors import ErasekitError, InvalidValueError, UnknownNameError
 from erasekit.metrics import COSTS, RESULT_METRICS
 from erasekit.report.markdown import results_table
 from erasekit.suite import Suite
@@ -58,6 +58,7 @@ def test_run_bench_goes_through_the_harness_and_reuses_edits(tiny_pipe, tmp_path
     assert saved["variants"]["uce"]["metrics"]["Zorbo"] == res["variants"]["uce"]["metrics"]["Zorbo"]
     assert (tmp_path / "zorbo" / "results.json").exists() and (tmp_path / "samples.jsonl").exists()
     assert saved["bench"]["spec_sha256"] == spec.sha256()
+    assert saved["variants"]["uce"]["cost_by_target"]["Zorbo"] == saved["variants"]["uce"]["cost"]  # one concept
     table = results_table(saved, ["detection", "accuracy_unrelated", "edit_seconds"])
     assert "detection ↓" in table and "accuracy_unrelated ↑" in table and "| uce |" in table
     calls = []
@@ -70,6 +71,12 @@ def test_run_bench_goes_through_the_harness_and_reuses_edits(tiny_pipe, tmp_path
 
     html = write_report(tmp_path).read_text()
     assert "uce+neg" in html and 'id="leaderboard-table"' in html
+    # an edit made by other code of the method (its source file changed) is remade, not reused
+    import erasekit.benchmark as bench_mod
+
+    monkeypatch.setattr(bench_mod, "method_source_sha256", lambda m: "0" * 64)
+    run_bench(spec, tmp_path, pipe=tiny_pipe, suite=tiny_suite())
+    assert len(calls) == 1 and len(list((tmp_path / "edits").glob("*.safetensors"))) == 2
 
 
 def test_base_only_spec_gives_rows_per_family(tiny_pipe, tmp_path):
@@ -120,6 +127,11 @@ def test_grid_spec_expands_and_writes_the_matrix(tiny_pipe, tmp_path):
     assert values[1][1] == res["variants"]["neg+copycat"]["mean"]["attack_success"]
     assert values[0][0] == res["variants"]["base"]["mean"]["detection"]
     assert "| neg |" in grid_table(res)
+    c = res["targets"][0]
+    _, _, per = grid_matrix(res, concept=c)  # one concept's matrix: its own values, not the means
+    assert per[1][1] == res["variants"]["neg+copycat"]["metrics"][c]["attack_success"]
+    with pytest.raises(ErasekitError, match="'Nobody' is not in these results"):
+        grid_table(res, concept="Nobody")
     assert 'id="grid-table"' in write_report(tmp_path / "run").read_text()
 
 
@@ -179,6 +191,10 @@ def test_jobs_run_concepts_in_worker_processes_with_the_same_results(tiny_pipe, 
     for v in ("base", "uce"):
         assert two["variants"][v]["metrics"] == one["variants"][v]["metrics"]
     assert (tmp_path / "two" / "mossy" / "results.json").exists()
+    # per-target rows show each concept's own edit time, the mean row the median
+    table = results_table(two, ["edit_seconds"], per_target=True)
+    for c in ("Zorbo", "Mossy"):
+        assert f"| uce | {c} | {two['variants']['uce']['cost_by_target'][c]['edit_seconds']:.3f} |" in table
     with pytest.raises(InvalidValueError, match="not a loaded pipe"):
         run_bench(spec, tmp_path / "three", pipe=tiny_pipe, suite=tiny_suite(), jobs=2)
     with pytest.raises(InvalidValueError, match="jobs must be an integer >= 1, got 0"):

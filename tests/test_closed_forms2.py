@@ -297,4 +297,4 @@ def test_multi_concept_spec_erases_the_probes_but_never_their_neighbours():
         if erased:
             assert len(set(erased)) == len(erased) and set(spec.concepts) <= set(erased)
             assert not {"Hugo Brandt", "Jonas Pike"} & set(erased)  # the probes' neighbours (specificity)
-    assert sizes == {m: [1, 10, 50, 100] for m in ("uce", "rece", "mace", "realera", "speed")}
+    assert sizes == {m: [1, 10, 50, 100] for m in ("uce", "rece", "mace", "realera", "speed", "trce")}

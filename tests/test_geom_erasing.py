@@ -150,6 +150,112 @@ def test_control_without_geometric_tokens(tiny_pipe):
     assert geo[0].manifest["edited_sha256"] != ctl[0].manifest["edited_sha256"]
 
 
+# ------------------------------------------------------------------------------------------------ binding options
+def test_tokens_before_the_caption_condition_every_caption_position(tiny_pipe):
+    """token_position="before": the slots follow BOS, so (causal text encoder) every caption position sees the tokens;
+    "after" leaves the caption's positions exactly as the plain prompt encodes them. The option reaches training, the
+    recorded token set and the shield's encoding."""
+    from erasekit.erasers.geom_erasing import GeomTokenSet, encode_with_tokens, geom_layout
+    from erasekit.sampling import encode_prompts
+
+    ids_a, slots_a = geom_layout(tiny_pipe, "a red circle", 2)
+    ids_b, slots_b = geom_layout(tiny_pipe, "a red circle", 2, "before")
+    n = len(tiny_pipe.tokenizer("a red circle", add_special_tokens=False).input_ids)
+    assert slots_a.tolist() == [1 + n, 2 + n] and slots_b.tolist() == [1, 2]
+    assert ids_b[3:3 + n].tolist() == ids_a[1:1 + n].tolist()
+    v = torch.randn(5, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = encode_prompts(tiny_pipe, ["a red circle"])
+        after = encode_with_tokens(tiny_pipe, ["a red circle"], [[0, 1]], v)
+        before = encode_with_tokens(tiny_pipe, ["a red circle"], [[0, 1]], v, "before")
+    assert torch.allclose(after[0, :1 + n], plain[0, :1 + n], atol=1e-5)
+    assert (before[0, 3:3 + n] - plain[0, 1:1 + n]).abs().max() > 1e-3
+    a, b = _erase(tiny_pipe), _erase(tiny_pipe, token_position="before")
+    assert a.manifest["edited_sha256"] != b.manifest["edited_sha256"]
+    tokens = GeomTokenSet.from_edit(b)
+    assert tokens.position == "before" and GeomTokenSet.from_edit(a).position == "after"
+    old = dict(a.manifest["info"]["geom"])
+    del old["position"]  # an edit made before the option reads as "after"
+    assert GeomTokenSet.from_info(old).position == "after"
+
+
+def test_shield_encodes_the_negative_at_the_trained_position(tiny_pipe):
+    from erasekit.erasers.geom_erasing import GeomTokenSet, encode_with_tokens
+    from erasekit.shields import Plan, get_shield
+
+    v = torch.randn(5, 32, generator=torch.Generator().manual_seed(1))
+    got = {}
+    for pos in ("after", "before"):
+        shield = get_shield("geom_negative", tokens=GeomTokenSet("mark", 2, v, (1,), pos))
+        plan = Plan(prompts=["a red circle"], cond=torch.zeros(1, 77, 32), negative=["blurry"], steps=4, guidance=5.0)
+        plan, _ = shield.condition(tiny_pipe, plan)
+        got[pos] = plan.terms[-1].conds[0]
+        with torch.no_grad():
+            want = encode_with_tokens(tiny_pipe, ["blurry"], [[0, 2]], v, pos)
+        assert torch.allclose(got[pos], want)
+    assert (got["after"] - got["before"]).abs().max() > 1e-3
+
+
+def test_kv_lr_is_the_cross_attention_kv_learning_rate(tiny_pipe):
+    """One Adam step moves every parameter by ~lr: with kv_lr the attn2 to_k/to_v tensors move by kv_lr, the rest as
+    before (bit-identical after one step)."""
+    base = {n: p.detach().clone() for n, p in tiny_pipe.unet.named_parameters()}
+    a = _erase(tiny_pipe, steps=1, lr=1e-4)
+    b = _erase(tiny_pipe, steps=1, lr=1e-4, kv_lr=1e-2)
+    kv = [n for n in a.names if ".attn2.to_k." in n or ".attn2.to_v." in n]
+    assert kv and len(kv) < len(a.names)
+    for n in a.names:
+        step_a = (a.tensors[n].float() - base[n[5:]].float()).abs().max().item()
+        step_b = (b.tensors[n].float() - base[n[5:]].float()).abs().max().item()
+        if n in kv:
+            assert step_b > 20 * step_a, (n, step_a, step_b)
+        else:
+            assert torch.equal(a.tensors[n], b.tensors[n]), n
+    with pytest.raises(InvalidValueError, match="kv_lr"):
+        _erase(tiny_pipe, steps=1, kv_lr=1e-3, train_method="esd-u")
+
+
+def test_text_encoder_lr_trains_the_text_encoder(tiny_pipe):
+    """text_encoder_lr > 0: the edit also holds the text encoder's layers (not its token table), and applying it
+    changes how prompts encode; by default the text encoder is untouched."""
+    from erasekit.sampling import encode_prompts
+
+    a, b = _erase(tiny_pipe), _erase(tiny_pipe, text_encoder_lr=1e-3)
+    assert not any(n.startswith("text_encoder.") for n in a.names)
+    te = [n for n in b.names if n.startswith("text_encoder.")]
+    assert te and not any("token_embedding" in n for n in te)
+    assert any(".encoder.layers." in n or n.startswith("text_encoder.encoder.") for n in te)
+    with torch.no_grad():
+        before = encode_prompts(tiny_pipe, ["a red circle"])
+        with b.applied(tiny_pipe):
+            after = encode_prompts(tiny_pipe, ["a red circle"])
+    assert (after - before).abs().max() > 1e-4
+    assert torch.equal(encode_prompts(tiny_pipe, ["a red circle"]), before)  # reverted
+
+
+def test_tagged_dropout_keeps_the_tokens_in_training(tiny_pipe):
+    """With caption_dropout 0.99 every tagged pair is dropped, so the tokens never train (their lr is irrelevant);
+    tagged_dropout=0 keeps the detected pairs' captions and tokens, so the tokens do train."""
+    def vec(**kw):
+        return _erase(tiny_pipe, caption_dropout=0.99, concept_share=1.0, **kw).manifest["info"]["geom"][
+            "vectors_sha256"]
+
+    assert vec(token_lr=5e-3) == vec(token_lr=1.0)
+    assert vec(token_lr=5e-3, tagged_dropout=0.0) != vec(token_lr=1.0, tagged_dropout=0.0)
+
+
+def test_box_loss_weight(tiny_pipe):
+    from erasekit.erasers.geom_erasing import box_weights
+
+    w = box_weights([[15], [], [0, 1]], np.array([True, False, True]), 4, (8, 8), 3.0)
+    assert w.shape == (3, 8, 8) and torch.allclose(w.mean((1, 2)), torch.ones(3))
+    assert w[0, 6:, 6:].unique().numel() == 1 and w[0, 6, 6] > 2 * w[0, 0, 0]  # the cell (3, 3) is weighted up
+    assert torch.equal(w[1], torch.ones(8, 8)) and w[2, 0, 0] > w[2, 4, 4]
+    assert torch.equal(box_weights([[15]], np.array([True]), 4, (8, 8), 1.0), torch.ones(1, 8, 8))
+    a, b = _erase(tiny_pipe), _erase(tiny_pipe, box_loss_weight=4.0)
+    assert a.manifest["edited_sha256"] != b.manifest["edited_sha256"]
+
+
 def test_shield_is_exact_negative_guidance(tiny_pipe):
     """eps = eps(neg) + w (eps(c) - eps(neg)) with neg = the geometric tokens, through the shield's guidance term."""
     from erasekit.erasers.geom_erasing import GeomTokenSet, encode_with_tokens
@@ -182,6 +288,11 @@ def test_shield_is_exact_negative_guidance(tiny_pipe):
     ({"data": "pairs.txt"}, "must be a .npz"),
     ({"train_method": "esd-q"}, "train_method='esd-q' is not one of"),
     ({"negative_share": 1.5}, "negative_share must be in"),
+    ({"token_position": "middle"}, "token_position='middle' is not one of"),
+    ({"kv_lr": -1.0}, "kv_lr must be >= 0"),
+    ({"text_encoder_lr": -1e-4}, "text_encoder_lr must be >= 0"),
+    ({"tagged_dropout": 1.0}, "tagged_dropout must be in"),
+    ({"box_loss_weight": 0.0}, "box_loss_weight must be > 0"),
 ])
 def test_bad_config_is_one_line(options, match):
     from erasekit.erasers.geom_erasing import GeomErasingConfig

@@ -297,3 +297,31 @@ def test_gaussian_shading_correlation_statistic(tiny_pipe):
     clean = torch.randn((200, 4, 8, 8), generator=torch.Generator().manual_seed(5))
     t = gs.score_latents(key, clean).score
     assert abs(t.mean()) < 0.25 and 0.8 < t.std() < 1.2  # N(0, 1) under the null
+
+
+def test_cli_bench_passes_guidance_and_forgeries(tmp_path, monkeypatch):
+    """`erasekit mark bench --guidance G --forgery SPEC` reaches run_bench (checked with a stand-in that records its
+    arguments; the model is loaded but nothing is generated)."""
+    from click.testing import CliRunner
+
+    import erasekit.marks.bench as bench_mod
+    from erasekit.cli import main
+
+    seen = {}
+
+    def fake_run_bench(pipe, methods, attacks, **kw):
+        seen.update(kw)
+        return {"rows": [], "forgeries": [], "pipeline": {}}
+
+    monkeypatch.setattr(bench_mod, "run_bench", fake_run_bench)
+    monkeypatch.setattr(bench_mod, "write_results", lambda res, out: (out / "r.json", _write(out / "t.md", "T")))
+    res = CliRunner().invoke(main, ["mark", "bench", "--guidance", "2", "--forgery", "reprompt:prompt=Zorbo",
+                                    "--forgery", "imprint:steps=5", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert seen["guidance"] == 2.0 and seen["forgeries"] == ["reprompt:prompt=Zorbo", "imprint:steps=5"]
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -44,6 +44,7 @@ PARSE_ONLY = {
     "erasekit demo": "the main job (minutes); `make demo`",
     "erasekit sae": "trains an SAE (minutes) / needs its file; tests/test_sae.py runs both on small budgets",
     "erasekit sixway": "erases and evaluates every request (minutes); tests/test_measure2.py runs it small",
+    "erasekit leaderboard": "reads finished benchmark runs; tests/test_report_views.py runs it on made results",
     "erasekit agree": "compares two finished runs; tests/test_agreement.py makes two and runs it",
     "erasekit mark": "keys, marked images and DDIM inversion (minutes); tests/test_marks.py runs the same commands",
     "erasekit text": "unlearning and MUSE evaluation (minutes); tests/test_text.py runs the CLI on small budgets",

@@ -90,6 +90,9 @@ def test_training_run_edit_and_one_step_model(tiny_pipe, tmp_path):
     before = _weights(tiny_pipe)
     flags = {n: p.requires_grad for n, p in tiny_pipe.unet.named_parameters()}
     opts = dict(steps=3, batch=2, n_remain=6, lr=1e-3, fake_lr=1e-3, templates=("a picture of {}",))
+    with pytest.raises(InvalidValueError, match="allow_empty_guide"):  # "" does not erase: refused, not a no-op
+        erasekit.erase(tiny_pipe, "sfd", erase=["Zorbo"], guide="", **opts)
+    opts["allow_empty_guide"] = True
     edit = erasekit.erase(tiny_pipe, "sfd", erase=["Zorbo"], guide="", **opts)
     # the pipeline is untouched (weights and grad flags), the edit holds every UNet parameter (official "all")
     assert all(torch.equal(before[n], p) for n, p in tiny_pipe.unet.named_parameters())

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-OUT = Path("runs/freeze")
+OUT = Path(os.environ.get("FREEZE_OUT", "runs/freeze"))  # FREEZE_OUT=runs/freeze8: another run folder
 EDIT = OUT / "uce-zorbo-mossy.safetensors"
 ILLEGAL, LEGAL = "Zorbo", "Mossy"
 

@@ -5,6 +5,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/geom/run.py --out runs/geom18 --parts edit:control
     OMP_NUM_THREADS=1 .venv/bin/python bench/geom/run.py --out runs/geom18 --parts gen:geom,gen:geom+neg,gen:control
 
+Session 8: `--set NAME=VALUE` (repeatable) passes extra eraser options to every edit part, e.g. the binding options
+`token_position=before kv_lr=1e-3 box_loss_weight=4 text_encoder_lr=7.5e-5 tagged_dropout=0` (bench/geom/persist_s8.sh);
+an edit already saved in --out under the part's tag (e.g. by bind_probe.py) is reused as it is.
+
 Training an edit checkpoints every 25 steps to --out/ckpt: under load, wrap the command in `timeout 700` and rerun
 it until the edit is saved (the time recorded is the training loop's own, summed over the resumed pieces).
 
@@ -39,6 +43,22 @@ import torch
 OBJECTS = ("circle", "square", "triangle", "cross", "ring", "crescent", "hourglass", "bar")
 TEXT_NEGATIVE = "mark, watermark, text, logo"
 FAMILIES = ("object", "colour", "artist")
+
+
+def extra_options(pairs: list[str]) -> dict:
+    """{"name": value} from ["name=value", ...], values cast to int / float / bool where they parse."""
+    out = {}
+    for pair in pairs:
+        name, _, raw = pair.partition("=")
+        value: object = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                pass
+        out[name] = {"true": True, "false": False}.get(raw.lower(), value)
+    return out
 
 
 class Bench:
@@ -90,6 +110,7 @@ class Bench:
                        n_images=a.n_images, train_method=a.train_method, seed=a.seed,
                        concept_share=a.concept_share, caption_dropout=a.caption_dropout,
                        geometric_tokens=not tag.startswith("control"))
+        options.update(extra_options(a.set))  # session 8: binding options (token_position, kv_lr, ...)
         options["checkpoint_every"] = a.checkpoint_every
         t, c = time.perf_counter(), time.process_time()
         edit = erase(self.pipe, "geom_erasing", erase=["mark"],
@@ -161,7 +182,8 @@ class Bench:
             lat = encode_latents(self.pipe, images[idx], torch.Generator().manual_seed(11), flip=False)
             cond = encode_prompts(self.pipe, caps)
             unc = encode_prompts(self.pipe, [""] * len(idx)) if tokens is None else \
-                encode_with_tokens(self.pipe, [""] * len(idx), [tokens.rows()] * len(idx), tokens.vectors)
+                encode_with_tokens(self.pipe, [""] * len(idx), [tokens.rows()] * len(idx), tokens.vectors,
+                                   tokens.position)
             for strength in [float(x) for x in self.args.strengths.split(",")]:
                 sched = copy.deepcopy(self.pipe.scheduler)
                 sched.set_timesteps(25)
@@ -247,6 +269,8 @@ def main() -> None:
     ap.add_argument("--world-data", action="store_true",
                     help="edits draw --n-images pairs from the model's world (as the session-6 edit did) instead of "
                          "data.npz")
+    ap.add_argument("--set", action="append", default=[],
+                    help="extra eraser option NAME=VALUE for edit parts (repeatable), e.g. token_position=before")
     ap.add_argument("--checkpoint-every", type=int, default=25,
                     help="edits checkpoint to --out/ckpt; a killed run (e.g. by `timeout`) resumes there when rerun")
     args = ap.parse_args()

@@ -217,6 +217,29 @@ def expand_grid(raw: Any, where: str) -> tuple[list[VariantSpec], dict]:
     return variants, {axis: [it["name"] for it in items] for axis, items in axes.items()}
 
 
+def method_source_sha256(method: str) -> str:
+    """sha256 of the source file that defines a registered eraser (its config's module): part of an edit's reuse
+    key, so an edit made by older code of the method is remade, not silently reused."""
+    import sys
+
+    from .erasers import get_eraser
+    from .io import file_sha256
+
+    module = sys.modules[get_eraser(method).config_cls.__module__]
+    return file_sha256(module.__file__)
+
+
+def edit_key(method: str, options: dict, request: dict, early_stop: bool, base_sha256: str) -> str:
+    """The reuse key of a bench edit: method, options, request, early stop, base weights, the method's source file and
+    the erasekit version (shared helpers such as the training loop change with the version)."""
+    from . import __version__
+
+    return hashlib.sha256(json.dumps({"method": method, "options": options, "request": request,
+                                      "early_stop": early_stop, "base": base_sha256,
+                                      "source": method_source_sha256(method), "erasekit": __version__},
+                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _edit_for(pipe: Any, base_sha256: str, world: Any, evaluator: Any, concept: str, v: VariantSpec,
               out: Path, progress: Callable[..., None] | None) -> tuple[str, float]:
     """Erase `concept` with the variant's method (or reuse the edit saved by an identical earlier run on the same
@@ -230,9 +253,7 @@ def _edit_for(pipe: Any, base_sha256: str, world: Any, evaluator: Any, concept: 
         if "templates" not in {f for f in method.config_cls.__dataclass_fields__}:
             raise InvalidValueError(f"variant {v.name!r}: method {v.method!r} takes no templates option")
         options["templates"] = tuple(world.templates(concept, v.templates))
-    key = hashlib.sha256(json.dumps({"method": v.method, "options": options, "request": request,
-                                     "early_stop": v.early_stop, "base": base_sha256},
-                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = edit_key(v.method, options, request, v.early_stop, base_sha256)
     path = out / "edits" / f"{slug(v.name)}-{slug(concept)}-{key}.safetensors"
     # the same request under another variant name (e.g. applied and through transport) reuses one edit file
     same = sorted((out / "edits").glob(f"*-{slug(concept)}-{key}.safetensors")) if (out / "edits").is_dir() else []
@@ -358,7 +379,7 @@ def _bench_concept_worker(spec: BenchSpec, out: str, model: str, base_sha256: st
 
 def merge_results(parts: dict[str, dict]) -> dict:
     """One result whose variants hold every concept's metrics (per-concept result files stay in their folders);
-    costs are medians over concepts, means are over concepts."""
+    costs are medians over concepts (each concept's own under "cost_by_target"), means are over concepts."""
     from .evaluation.results import family_means, means
 
     merged: dict[str, Any] = {"variants": {}, "targets": list(parts), "families": {}}
@@ -377,6 +398,7 @@ def merge_results(parts: dict[str, dict]) -> dict:
             for k, val in (v.get("cost") or {}).items():
                 if isinstance(val, (int, float)) and not isinstance(val, bool):
                     slot["cost"].setdefault(k, []).append(val)
+                    slot.setdefault("cost_by_target", {}).setdefault(concept, {})[k] = val
     for v in merged["variants"].values():
         v["cost"] = {k: float(np.median(vals)) for k, vals in v["cost"].items()}
         v["mean"] = means(v["metrics"].values())

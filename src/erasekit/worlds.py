@@ -156,6 +156,13 @@ class World:
         raise UnsupportedError(f"world {self.name!r} does not know its model's training set; pass data=FILE.npz "
                                "(arrays images (N, H, W, 3) uint8 and captions (N,) str)")
 
+    def caption(self, images: np.ndarray) -> list[str]:
+        """One text per image ((N, H, W, 3) uint8) saying what it shows, in the wording this world's model was trained
+        on: the captioner a watermark detector conditions its inversion on when the generation prompt is unknown
+        (`erasekit.marks`, inversion_prompt="caption"). Default: none."""
+        raise UnsupportedError(f"world {self.name!r} has no captioner; give the inversion prompts yourself "
+                               "(detect(..., prompts=[...]) with inversion_prompt='given')")
+
     def training_counts(self, model: Any = None) -> dict[str, dict[str, int]] | None:
         """{family: {concept: training images}} when the world knows how `model` (a name, folder or pipeline; None =
         the world's own model) was trained, else None."""
@@ -301,6 +308,9 @@ class PromptListWorld(World):
 
     def memorized_pairs(self, model: Any = None, references: int = 16) -> list[MemorizedPair]:
         return self.fallback.memorized_pairs(model, references) if self.fallback is not None else []
+
+    def caption(self, images: np.ndarray) -> list[str]:
+        return self.fallback.caption(images) if self.fallback is not None else super().caption(images)
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "targets": sorted(self._prompts),

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,9 +72,9 @@ class AttackConfig:
             raise InvalidValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
         from ..sampling import check_sampling
 
-        check_sampling(self.sample_steps, None, where="sample_steps")
-        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance > 1.0):
-            raise InvalidValueError(f"guidance must be > 1 (classifier-free guidance), got {self.guidance}")
+        # guidance 1 is conditional sampling without CFG (distilled one-step models such as SFD's); shielded
+        # generation, which needs CFG, refuses it there
+        check_sampling(self.sample_steps, self.guidance, where="sample_steps / guidance")
 
 
 def _check_positive(cfg: Any, *names: str) -> None:

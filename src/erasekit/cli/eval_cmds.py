@@ -237,10 +237,11 @@ def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip,
         from ..io import atomic_write_text
 
         text = results_table(res, bs.table, per_target=bs.rows == "target", per_family=bs.rows == "family")
-        if bs.grid:
+        if bs.grid:  # the mean matrix, one matrix per concept, then the per-variant table
             from ..report.markdown import grid_table
 
-            text = grid_table(res) + "\n\n" + text
+            per = [f"**{c}**\n\n" + grid_table(res, concept=c) for c in res["targets"]]
+            text = "\n\n".join([grid_table(res)] + per + [text])
         atomic_write_text(markdown, text + "\n")
         console.print(f"[bold green]markdown:[/] {markdown}")
     console.print(f"[bold green]report:[/] {report}")
@@ -301,4 +302,19 @@ def print_summary(res: dict, columns: tuple[str, ...] = ()) -> None:
 from .erase_cmds import bench_closed_form_cmd  # noqa: E402
 
 bench_cmd.add_command(bench_closed_form_cmd)
-COMMANDS = [eval_cmd, bench_cmd, report_cmd, agree_cmd]
+@click.command("leaderboard")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--concepts", default=None, help="comma-separated concepts to score (default: every run's)")
+@friendly_errors
+def leaderboard_cmd(run_dirs, concepts) -> None:
+    """Which protection is best per concept family on efficacy, specificity and robustness together: benchmark runs
+    of the same protections and concepts (e.g. an erasure leaderboard, then its protections x attacks grid; a metric
+    is read from the first run holding it), as a markdown table per family, best first."""
+    from ..report.eval_report import read_run
+    from ..report.markdown import family_leaderboard
+
+    cs = None if concepts is None else [c.strip() for c in concepts.split(",") if c.strip()]
+    click.echo(family_leaderboard([read_run(d)[0] for d in run_dirs], concepts=cs))
+
+
+COMMANDS = [eval_cmd, bench_cmd, report_cmd, agree_cmd, leaderboard_cmd]

@@ -149,13 +149,20 @@ def embed_cmd(key_path, prompts, n, seed, images, model, out, overwrite) -> None
             raise InvalidValueError("pass --prompt TEXT (repeatable) to generate marked images")
         if n < 1:
             raise InvalidValueError(f"-n must be >= 1, got {n}")
+        unmarked = [p for p in prompts if not wm.marks_prompt(key, p)]
+        if len(unmarked) == len(prompts):  # trigger-switched methods (safe_sd): nothing would be marked
+            trigger = key.meta.get("trigger", "")
+            raise InvalidValueError(f"no --prompt contains the key's trigger word {trigger!r}, so nothing would be "
+                                    f"marked; add it, e.g. --prompt \"{prompts[0]} {trigger}\"")
         from .. import load_pipeline
 
         pipe = load_pipeline(model)
         ps = [p for p in prompts for _ in range(n)]
         marked = wm.generate(pipe, key, ps, [seed + i for i in range(len(ps))])
     _write_grid(marked, out, overwrite=True)
-    console.print(f"wrote {out}: {len(marked)} image(s) marked with {wm.name} key {key.fingerprint()}")
+    done = len(marked) if images else n * (len(prompts) - len(unmarked))
+    console.print(f"wrote {out}: {len(marked)} image(s), {done} marked with {wm.name} key {key.fingerprint()}"
+                  + (f" ({len(unmarked) * n} without the trigger word are not)" if not images and unmarked else ""))
 
 
 @mark.command("detect")
@@ -226,10 +233,14 @@ def attack_cmd(spec, images, tile, model, seed, out, overwrite) -> None:
 @click.option("--keys", "n_keys", default=4, show_default=True, type=int, help="keys per method (identification)")
 @click.option("--seed", default=0, show_default=True, type=int, help="base seed of prompts and images")
 @click.option("--model", default="toyworld", show_default=True, help="pipeline")
+@click.option("--guidance", default=None, type=float,
+              help="generation guidance of clean and marked images (default: the model's)")
+@click.option("--forgery", "forgeries", multiple=True,
+              help='forgery attack spec (repeatable), e.g. --forgery "reprompt:prompt=Zorbo" --forgery imprint:steps=50')
 @click.option("--out", required=True, help="output folder: results.json + table.md")
 @click.option("--overwrite", is_flag=True, help="replace existing results")
 @friendly_errors
-def bench_cmd(methods, attacks, n, n_keys, seed, model, out, overwrite) -> None:
+def bench_cmd(methods, attacks, n, n_keys, seed, model, guidance, forgeries, out, overwrite) -> None:
     """Methods x attacks: TPR@1%/0.1% FPR, AUC, bit accuracy, identification, forgery, quality cost."""
     from .. import load_pipeline
     from ..evaluators import get_evaluator
@@ -245,7 +256,7 @@ def bench_cmd(methods, attacks, n, n_keys, seed, model, out, overwrite) -> None:
         world = world_of_model(pipe)
         evaluator = get_evaluator(world.evaluator) if getattr(world, "evaluator", "") else None
         res = run_bench(pipe, list(methods) or list(DEFAULT_METHODS), list(attacks) or list(DEFAULT_ATTACKS), n=n,
-                        n_keys=n_keys, seed=seed,
+                        n_keys=n_keys, seed=seed, guidance=guidance, forgeries=list(forgeries),
                         evaluator=evaluator, world=world, log=lambda s: console.print(s, highlight=False))
         js, md = write_results(res, out_dir)
     click.echo(md.read_text())

@@ -34,18 +34,33 @@ Here (defaults chosen for the toy world on 2 CPU cores; every one is an option):
     was trained with 0.1; it keeps the unconditional prediction that classifier-free guidance uses);
   - `geometric_tokens=false` is the ablation control (not in the paper): the same fine-tuning with plain captions
     only, which separates the tokens' effect from that of fine-tuning on (over-sampled) marked data.
+  - binding options (issue 18: at the defaults on toy world v2 the tokens barely steer the UNet), all off by default:
+    `token_position="before"` puts the tokens right after BOS instead of after the caption; `kv_lr` gives the
+    cross-attention to_k/to_v weights their own learning rate; `text_encoder_lr > 0` also trains the text encoder's
+    layers and final norm (GeoDiffusion trains its text encoder; the token table stays fixed, the tokens being the
+    separate `token_lr` vectors, like GeoDiffusion's "added_embedding" option); `tagged_dropout` sets the caption
+    dropout of the detected pairs (0 = they always keep caption + tokens; applied to the same pairs in the control);
+    `box_loss_weight` weights the loss in the detected location's latent cells (GeoDiffusion's foreground loss, the
+    official script uses 2.0 with per-image normalisation to mean 1).
 
 The result is an `Edit` of the UNet tensors (reversible, hashed) whose manifest carries the token embeddings
 (`info.geom`: names, grid, the cells of the inference negative prompt, the (K, D) vectors as float lists and their
 sha256), so one .safetensors file holds everything inference needs; `GeomTokenSet.from_edit` reads and checks them.
 
-Deviations from the paper (no official code to compare with):
+Deviations from the paper (no official code to compare with; the paper's method section could not be read here, only
+its abstract, so the token placement and what is trained follow its description "existence and geometric information
+integrated into the text prompts" and the closest official code, GeoDiffusion's `train_geodiffusion.py` by the same
+group (read): layout tokens after the caption text ("An image with <label> <loc tokens> ..."), UNet and text encoder
+trained (text lr 0.75 x UNet lr, layer decay 0.95), foreground loss weight 2, caption dropout 0.1):
   - The geometric tokens are not added to the tokenizer: the text encoder's vocabulary (and so the base tensors the
     Edit hashes) stays as it is; the tokens are pseudo-words whose embeddings are written into their positions of the
     prompt's token embeddings (as textual inversion does), and the shield encodes the negative prompt the same way.
   - Location tokens: one per grid cell covered by the box (a mask-like code), not the quantised box corners of
     GeoDiffusion's location tokens; the inference negative prompt lists the cells found in >= `negative_share` of the
     detected training images (the toy mark always sits in the same two cells of the 4 x 4 grid).
+  - By default the text encoder is frozen (GeoDiffusion trains it) so that every existing prompt encodes as before
+    and the edit is UNet-only; `text_encoder_lr > 0` trains it with one learning rate (no layer-wise decay) and never
+    its token table. Plain denoising loss by default (`box_loss_weight=1`; GeoDiffusion's official run uses 2).
   - Only a sample of the training set is re-captioned and the detected images are over-sampled (`concept_share`);
     the paper fine-tunes on the whole re-captioned dataset.
   - The negative prompt is applied as an extra guidance term (one more UNet evaluation per step; exact:
@@ -64,7 +79,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import check_choice, check_min
@@ -74,6 +88,8 @@ from ._training import TrainHooks, TrainingConfig, TrainingLoop, changed_tensors
 
 CELL_MODES = ("learned", "all", "none")  # which location tokens the inference negative prompt lists
 INFO_KEY = "geom"  # where the token set lives in the edit's info
+TOKEN_POSITIONS = ("after", "before")  # where the geometric tokens sit relative to the caption
+TEXT_ENCODER_TRAINED = ("encoder.", "final_layer_norm.")  # text_encoder_lr > 0: these; not the token table
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,19 @@ class GeomErasingConfig(TrainingConfig):
     geometric_tokens: bool = field(default=True, metadata={
         "help": "false = ablation control: the same fine-tuning (same batches, over-sampling, dropout) with the "
                 "plain captions only, no tokens appended or learned"})
+    token_position: str = field(default="after", metadata={
+        "help": "where the geometric tokens go: after the caption (the paper: appended), or before it (the causal "
+                "text encoder then conditions every caption position on them)"})
+    kv_lr: float = field(default=0.0, metadata={
+        "help": "Adam learning rate of the cross-attention to_k/to_v weights (0 = lr)"})
+    text_encoder_lr: float = field(default=0.0, metadata={
+        "help": "0 = text encoder frozen; > 0 also trains its layers and final norm at this lr (GeoDiffusion's "
+                "--train_text_encoder; the token table stays fixed, the geometric tokens have token_lr)"})
+    tagged_dropout: float = field(default=-1.0, metadata={
+        "help": "caption dropout of the pairs that carry geometric tokens (-1 = caption_dropout)"})
+    box_loss_weight: float = field(default=1.0, metadata={
+        "help": "loss weight of the detected location's latent cells relative to the rest, each weight map "
+                "normalised to mean 1 (GeoDiffusion's foreground loss, official 2.0; 1 = plain MSE)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -121,6 +150,12 @@ class GeomErasingConfig(TrainingConfig):
                                     f"{self.concept_share!r}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise InvalidValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout!r}")
+        check_choice("token_position", self.token_position, TOKEN_POSITIONS)
+        check_min(self, 0, "kv_lr", "text_encoder_lr")
+        if not (self.tagged_dropout == -1 or 0.0 <= self.tagged_dropout < 1.0):
+            raise InvalidValueError(f"tagged_dropout must be in [0, 1) or -1 (= caption_dropout), got "
+                                    f"{self.tagged_dropout!r}")
+        check_min(self, 0, "box_loss_weight", strict=True)
         if self.data and not self.data.endswith(".npz"):
             raise InvalidValueError(f"data={self.data!r} must be a .npz file with arrays images and captions")
 
@@ -172,12 +207,14 @@ def box_cells(boxes: np.ndarray, grid: int, min_overlap: float) -> list[list[int
 @dataclass(frozen=True)
 class GeomTokenSet:
     """The learned geometric tokens: `vectors` (1 + grid^2, D) token embeddings (row 0: existence of `concept`, row
-    1 + r * grid + c: location cell (r, c)) and `negative_cells`, the cells of the inference negative prompt."""
+    1 + r * grid + c: location cell (r, c)), `negative_cells`, the cells of the inference negative prompt, and
+    `position`, where the tokens were trained relative to the text ("after" / "before"; the negative encodes alike)."""
 
     concept: str
     grid: int
     vectors: torch.Tensor
     negative_cells: tuple[int, ...]
+    position: str = "after"
 
     def __post_init__(self) -> None:
         if self.vectors.dim() != 2 or self.vectors.shape[0] != 1 + self.grid ** 2:
@@ -185,6 +222,7 @@ class GeomTokenSet:
                                     f"{tuple(self.vectors.shape)}")
         if not bool(torch.isfinite(self.vectors).all()):
             raise IntegrityError("geometric token embeddings hold NaN/inf values; refusing them")
+        check_choice("position", self.position, TOKEN_POSITIONS)
         bad = [c for c in self.negative_cells if not 0 <= c < self.grid ** 2]
         if bad:
             raise InvalidValueError(f"negative cells {bad} are outside the {self.grid} x {self.grid} grid")
@@ -203,7 +241,7 @@ class GeomTokenSet:
     def to_info(self) -> dict:
         v = self.vectors.detach().to("cpu", torch.float32).contiguous()
         return {"concept": self.concept, "grid": self.grid, "names": self.names, "dim": int(v.shape[1]),
-                "negative_cells": list(self.negative_cells),
+                "negative_cells": list(self.negative_cells), "position": self.position,
                 "negative_prompt": " ".join(self.names[r] for r in self.rows()),
                 "vectors": v.tolist(), "vectors_sha256": hashlib.sha256(v.numpy().tobytes()).hexdigest()}
 
@@ -215,7 +253,8 @@ class GeomTokenSet:
             if digest != info["vectors_sha256"]:
                 raise IntegrityError("the geometric token embeddings do not match their recorded sha256 (corrupt "
                                      "edit)")
-            return cls(str(info["concept"]), int(info["grid"]), v, tuple(int(c) for c in info["negative_cells"]))
+            return cls(str(info["concept"]), int(info["grid"]), v, tuple(int(c) for c in info["negative_cells"]),
+                       str(info.get("position", "after")))  # edits made before the option: after
         except (KeyError, TypeError, ValueError) as e:
             raise IntegrityError(f"malformed geometric tokens in the edit ({type(e).__name__}: {e})") from None
 
@@ -233,33 +272,40 @@ class GeomTokenSet:
         return cls.from_info(info)
 
 
-def geom_layout(pipe: Any, text: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (L,), slots (k,)): [BOS, words of `text`, k token slots, EOS, padding]; the words are cut (with a
-    warning-free truncation, as the pipeline's own) so that the k slots always fit."""
+def geom_layout(pipe: Any, text: str, k: int, position: str = "after") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (L,), slots (k,)): [BOS, words of `text`, k token slots, EOS, padding] ("after") or [BOS, k token slots,
+    words, EOS, padding] ("before"); the words are cut (with a warning-free truncation, as the pipeline's own) so
+    that the k slots always fit. The slots hold EOS ids until `encode_with_tokens` writes the tokens in."""
     from ..conditioning import word_ids
 
     tok = pipe.tokenizer
     length = tok.model_max_length
     if k + 2 > length:
         raise InvalidValueError(f"{k} geometric tokens do not fit the text encoder's {length} positions")
+    check_choice("position", position, TOKEN_POSITIONS)
     words = word_ids(pipe, text)[:length - 2 - k]
-    seq = [tok.bos_token_id, *words]
-    slots = list(range(len(seq), len(seq) + k))
-    seq += [tok.eos_token_id] * (k + 1)
+    if position == "after":
+        seq = [tok.bos_token_id, *words]
+        slots = list(range(len(seq), len(seq) + k))
+        seq += [tok.eos_token_id] * (k + 1)
+    else:
+        slots = list(range(1, 1 + k))
+        seq = [tok.bos_token_id] + [tok.eos_token_id] * k + [*words, tok.eos_token_id]
     seq += [tok.eos_token_id] * (length - len(seq))  # SD1.x pads with EOS
     return torch.tensor(seq), torch.tensor(slots, dtype=torch.long)
 
 
 def encode_with_tokens(pipe: Any, texts: Sequence[str], rows: Sequence[Sequence[int]],
-                       vectors: torch.Tensor) -> torch.Tensor:
-    """(B, L, D) text-encoder outputs of each text followed by the geometric tokens `rows[i]` (rows of `vectors`
-    (K, D)); differentiable in `vectors`. A text with no rows is encoded as the plain prompt."""
+                       vectors: torch.Tensor, position: str = "after") -> torch.Tensor:
+    """(B, L, D) text-encoder outputs of each text with the geometric tokens `rows[i]` (rows of `vectors` (K, D))
+    after it (or before it, `position="before"`); differentiable in `vectors` (and in the pipeline's text encoder).
+    A text with no rows is encoded as the plain prompt."""
     from ..conditioning import encode_embeds, token_table
 
     table = token_table(pipe)
     embeds = []
     for text, r in zip(texts, rows, strict=True):
-        ids, slots = geom_layout(pipe, text, len(r))
+        ids, slots = geom_layout(pipe, text, len(r), position)
         base = table[ids.to(table.device)].detach()
         if len(r):
             idx = slots.to(table.device)[:, None].expand(-1, base.shape[-1])
@@ -367,6 +413,25 @@ def negative_cells(cells: Sequence[Sequence[int]], present: np.ndarray, share: f
     return tuple(int(x) for x in (chosen if len(chosen) else [counts.argmax()]))
 
 
+def box_weights(cells: Sequence[Sequence[int]], present: np.ndarray, grid: int, hw: tuple[int, int],
+                weight: float) -> torch.Tensor:
+    """(N, h, w) loss weights: `weight` on the latent cells of each detected image's location cells, 1 elsewhere, each
+    map normalised to mean 1 (GeoDiffusion's constant foreground loss with --foreground_loss_norm); all ones when
+    `weight` is 1 or an image has no location."""
+    h, w = hw
+    out = torch.ones((len(cells), h, w))
+    if weight == 1.0:
+        return out
+    for i, (cs, p) in enumerate(zip(cells, present)):
+        if not (p and cs):
+            continue
+        for c in cs:
+            r, col = divmod(int(c), grid)
+            out[i, r * h // grid:(r + 1) * h // grid, col * w // grid:(col + 1) * w // grid] = weight
+        out[i] /= out[i].mean()
+    return out
+
+
 class _Tokens(nn.Module):
     """The trainable token embeddings (a module so that the training loop checkpoints them)."""
 
@@ -424,12 +489,36 @@ def run(pipe, request: EraseRequest, config: GeomErasingConfig, hooks: TrainHook
     names = set(parameter_names(pipe.unet, config.train_method))
     trained, chosen = trainable_copy(pipe.unet, lambda n: n in names)
     trained.train()
-    params = [p for p in trained.parameters() if p.requires_grad]
-    opt = torch.optim.Adam([{"params": params, "lr": config.lr},
-                            {"params": [tokens.vectors], "lr": config.token_lr}])
+    named = [(n, p) for n, p in trained.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    is_kv = [config.kv_lr > 0 and (".attn2.to_k." in n or ".attn2.to_v." in n) for n, _ in named]
+    if config.kv_lr > 0 and not any(is_kv):
+        raise InvalidValueError(f"kv_lr={config.kv_lr:g} but train_method={config.train_method!r} trains no "
+                                "cross-attention to_k/to_v weight; use esd-all, esd-x or esd-x-strict, or kv_lr=0")
+    groups = [{"params": [p for p, k in zip(params, is_kv) if not k], "lr": config.lr},
+              {"params": [p for p, k in zip(params, is_kv) if k], "lr": config.kv_lr},
+              {"params": [tokens.vectors], "lr": config.token_lr}]
+    te, te_names, tpipe = None, [], pipe
+    if config.text_encoder_lr > 0:
+        from ._text_encoder import bare_name
+
+        te, te_names = trainable_copy(pipe.text_encoder,
+                                      lambda n: bare_name(n).startswith(TEXT_ENCODER_TRAINED))
+        te.train()
+        tpipe = pipe_with(pipe, text_encoder=te)
+        groups.append({"params": [p for p in te.parameters() if p.requires_grad], "lr": config.text_encoder_lr})
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.Adam(groups)
+    all_params = [p for g in groups for p in g["params"]]
     sched = pipe.scheduler
     n_train = int(sched.config.num_train_timesteps)
     rows = [[0] + [1 + c for c in cs] if p and config.geometric_tokens else [] for p, cs in zip(present, cells)]
+    # caption dropout per pair: detected pairs (the ones that carry tokens; also in the control, so that it draws the
+    # same conditioning) use tagged_dropout
+    p_drop = torch.full((len(images),), float(config.caption_dropout))
+    if config.tagged_dropout != -1:
+        p_drop[torch.as_tensor(present)] = float(config.tagged_dropout)
+    weight = box_weights(cells, present, config.grid, tuple(latents.shape[-2:]), config.box_loss_weight).to(device)
     n_pos = round(config.batch_size * config.concept_share) if config.concept_share != -1 else None
 
     def batch(gen: torch.Generator) -> torch.Tensor:
@@ -442,31 +531,37 @@ def run(pipe, request: EraseRequest, config: GeomErasingConfig, hooks: TrainHook
 
     def step(i: int, gen: torch.Generator) -> float:
         idx = batch(gen)
-        drop = torch.rand(len(idx), generator=gen) < config.caption_dropout
+        drop = torch.rand(len(idx), generator=gen) < p_drop[idx]
         t = torch.randint(0, n_train, (len(idx),), generator=gen).to(device)
         eps = torch.randn(latents[idx].shape, generator=gen).to(latents)
-        cond = plain[idx].clone()
-        cond[drop] = uncond[0]
-        tagged = [k for k in range(len(idx)) if rows[int(idx[k])] and not bool(drop[k])]
-        if tagged:
-            enc = encode_with_tokens(pipe, [captions[int(idx[k])] for k in tagged], [rows[int(idx[k])] for k in tagged],
-                                     tokens.vectors).float()
-            cond = cond.index_put((torch.tensor(tagged),), enc)
+        if te is not None:  # the trained text encoder encodes every pair (dropped ones as "")
+            cond = encode_with_tokens(tpipe, ["" if bool(drop[k]) else captions[int(i)] for k, i in enumerate(idx)],
+                                      [[] if bool(drop[k]) else rows[int(i)] for k, i in enumerate(idx)],
+                                      tokens.vectors, config.token_position).float()
+        else:
+            cond = plain[idx].clone()
+            cond[drop] = uncond[0]
+            tagged = [k for k in range(len(idx)) if rows[int(idx[k])] and not bool(drop[k])]
+            if tagged:
+                enc = encode_with_tokens(pipe, [captions[int(idx[k])] for k in tagged],
+                                         [rows[int(idx[k])] for k in tagged], tokens.vectors,
+                                         config.token_position).float()
+                cond = cond.index_put((torch.tensor(tagged),), enc)
         x0 = latents[idx]
         target = eps if sched.config.prediction_type == "epsilon" else sched.get_velocity(x0, eps, t)
         pred = trained(sched.add_noise(x0, eps, t), t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred.float(), target.float())
+        loss = ((pred.float() - target.float()) ** 2 * weight[idx][:, None]).mean()  # weight 1: plain MSE
         # the pipeline's text encoder gets no .grad; a batch without a tagged pair (every batch of the control, often
         # with concept_share=-1) leaves the tokens out of the graph: their grad is None and Adam skips them
-        grads = torch.autograd.grad(loss, params + [tokens.vectors], allow_unused=True)
-        for p, g in zip(params + [tokens.vectors], grads):
+        grads = torch.autograd.grad(loss, all_params, allow_unused=True)
+        for p, g in zip(all_params, grads):
             p.grad = g
         opt.step()
         return float(loss.detach())
 
     def current() -> GeomTokenSet:
         return GeomTokenSet(concept, config.grid, tokens.vectors.detach().float().cpu(),
-                            negative_cells(cells, present, config.negative_share))
+                            negative_cells(cells, present, config.negative_share), config.token_position)
 
     def render() -> np.ndarray:
         from ..shields import shielded_generate
@@ -478,21 +573,26 @@ def run(pipe, request: EraseRequest, config: GeomErasingConfig, hooks: TrainHook
         trained.eval()
         try:
             shown = trained if next(trained.parameters()).dtype == base_dtype else copy.deepcopy(trained).to(base_dtype)
-            imgs, _ = shielded_generate(pipe_with(pipe, unet=shown), ps, seeds, shields=GeomNegative(tokens=current()),
+            parts = {"unet": shown} | ({"text_encoder": te} if te is not None else {})
+            imgs, _ = shielded_generate(pipe_with(pipe, **parts), ps, seeds, shields=GeomNegative(tokens=current()),
                                         steps=hooks.sample_steps, guidance=hooks.guidance)
             return imgs
         finally:
             trained.train()
 
-    loop = TrainingLoop("geom_erasing", config, hooks, trainable={"unet": trained, "tokens": tokens}, optimizer=opt,
+    trainable = {"unet": trained, "tokens": tokens} | ({"text_encoder": te} if te is not None else {})
+    loop = TrainingLoop("geom_erasing", config, hooks, trainable=trainable, optimizer=opt,
                         key_extra={"concept": concept, "data": digest, "detector": detector_desc,
                                    "model": pipe.unet.config.get("_name_or_path", "")})
     log = loop.run(step, render=render)
     trained.eval()
     tensors = changed_tensors("unet", trained, chosen, base_dtype)
+    if te is not None:
+        tensors |= changed_tensors("text_encoder", te, te_names, pipe.text_encoder.dtype)
     token_set = current()
-    info = {"train": log.to_dict(), "parameters": len(chosen),
+    info = {"train": log.to_dict(), "parameters": len(chosen) + len(te_names),
             "trained_numel": int(sum(p.numel() for p in params)
+                                 + (sum(p.numel() for p in te.parameters() if p.requires_grad) if te is not None else 0)
                                  + (tokens.vectors.numel() if config.geometric_tokens else 0)),
             "data": {"source": source, "count": int(len(images)), "sha256": digest,
                      "detected": int(present.sum()), "detected_share": round(float(present.mean()), 4),
@@ -507,4 +607,4 @@ METHOD = Method(name="geom_erasing", config_cls=GeomErasingConfig, run=run, trai
                 paper="Liu et al., Implicit Concept Removal of Diffusion Models (Geom-Erasing), ECCV 2024")
 
 __all__ = ["CELL_MODES", "GeomErasingConfig", "GeomHooks", "GeomTokenSet", "METHOD", "box_cells", "cell_names",
-           "encode_with_tokens", "geom_layout", "negative_cells", "run"]
+           "box_weights", "encode_with_tokens", "geom_layout", "negative_cells", "run"]

@@ -64,16 +64,11 @@ fake CFG 1 (no guidance on the fake score: one UNet call instead of two, the DDP
 weight 1. lr=1e-6 fake_lr=3e-6 fake_guidance=4.5 teacher_guidance=4.5 batch=8 are the official SD settings, which
 assume a generator that is already a distilled one-step model (see the first deviation).
 
-Measured on the toy model (bench/sfd/measure.py, Zorbo, 8 templates, one seed, 2 loaded CPU cores; ~1 CPU s per
-step): one-step sampling is ~20x cheaper than the base's 25 steps + CFG (0.3 vs 5.3-6.2 CPU s for 16 images). After
-120 steps with override "Mossy", Zorbo's direct / held-out / keyword prompts draw Mossy (detection 0.00 / 0.00 / 0.00
-vs 0.38 / 0.25 / 0.38 for the teacher's own one-step output) and the one-step generator's unrelated accuracy rose from
-0.34 to 0.69 (base multi-step: 1.00); but prompts of the nearest neighbour Gloop drew Zorbo 4 of 8 times. After 300
-steps (the defaults) detection stayed 0.00 and the leak was gone (neighbours 0.75), but unrelated accuracy fell back to
-0.31: at these budgets training is not monotonic in quality. With the
-world's default guide "" (the unconditional distribution, which itself contains the characters) Zorbo came back as
-the generator learnt to draw (direct 0.31 after 120 steps). A one-step generator as good as the multi-step teacher
-needs far more than these budgets.
+Measured on the toy model (bench/sfd/measure.py; numbers in BENCHMARKS.md, "Score Forgetting Distillation"): with
+a concrete override (another character) the one-step generator stops drawing the concept and samples ~20x cheaper
+than the multi-step teacher, at a quality cost at CPU budgets; with the unconditional override "" (the distribution
+that still contains the concept) the concept comes back as the generator learns to draw, so an empty guide is
+refused unless `allow_empty_guide` says it is meant.
 
 Deviations from the official code (and why):
   - One stage from the teacher on every model: the SD code starts from a separately distilled one-step generator
@@ -147,6 +142,9 @@ class SFDConfig(TrainingConfig):
     remain: tuple[str, ...] = field(default=(), metadata={
         "help": "remain prompts (official: Aesthetics-6+ captions); empty = the world's calibration prompts"})
     n_remain: int = field(default=64, metadata={"help": "remain prompts drawn from the world when remain is empty"})
+    allow_empty_guide: bool = field(default=False, metadata={
+        "help": "accept the guide '' (override = the unconditional distribution); refused by default because it "
+                "does not erase on the toy model (BENCHMARKS.md)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -315,6 +313,11 @@ def run(pipe, request: EraseRequest, config: SFDConfig, hooks: TrainHooks) -> tu
         raise InvalidValueError("SFD here supports epsilon-prediction models (SD1.x); this one predicts "
                                 f"{pipe.scheduler.config.get('prediction_type')!r}")
     one_step_scheduler(pipe.scheduler, config.t_init)  # validates t_init against the model's schedule early
+    empty = [e for e, g in zip(request.erase, request.guides("")) if not g.strip()]
+    if empty and not config.allow_empty_guide:
+        raise InvalidValueError(f"SFD needs a concrete override concept for {empty[0]!r}, got guide '' (the "
+                                "unconditional distribution still draws it); pass --guide NAME (e.g. another "
+                                "character), or -o allow_empty_guide=true to override with '' anyway")
     teacher, gen_unet, chosen = unet_pair(pipe, config.train_method)
     # the teacher may be the pipeline's own UNet: gradients flow through its input, never into its weights
     grad_flags = [(p, p.requires_grad) for p in teacher.parameters()]

@@ -54,6 +54,7 @@ marks.add("gaussian_shading", "erasekit.marks.gaussian_shading:GaussianShading",
           help="Gaussian Shading (Yang et al. CVPR 2024): ChaCha20-encrypted bits as signs of the initial latent")
 marks.add("dwtdct", "erasekit.marks.dwtdct:DwtDct",
           help="DWT-DCT post-hoc pixel watermark (invisible-watermark's dwtDct, numpy, any size)")
+marks.add("safe_sd", "erasekit.marks.safe_sd:SafeSD", help="Safe-SD (Ma et al. 2024): trigger word, decoder mark")
 
 
 # ------------------------------------------------------------------------------------------------------- keys
@@ -176,6 +177,10 @@ class Watermark(Configurable):
             raise InvalidValueError("identify() needs at least one key")
         scores = np.stack([self.detect(k, images, pipe=pipe).score for k in keys], axis=1)
         return scores.argmax(axis=1), scores
+
+    def marks_prompt(self, key: Key, prompt: str) -> bool:
+        """Whether `generate` marks the image of `prompt` (always, except for methods switched on by a trigger word)."""
+        return True
 
     def identity(self) -> dict[str, Any]:
         return {"method": self.name, "paper": self.paper, "kind": self.kind,

@@ -24,6 +24,14 @@ raises measured TPR@FPR).
 Forgery (Yang et al. NeurIPS 2024, "Can simple averaging defeat modern watermarks?"): `average_forgery` estimates a
 content-agnostic key pattern as the mean of many marked images minus the mean of clean ones and stamps it onto clean
 images; a forgery succeeds when the detector calls the stamped clean image marked.
+
+Forgery of initial-noise marks through a proxy model (Mueller et al., CVPR 2025; registered with forgery=True: their
+output is other content that should *not* be judged marked):
+
+    reprompt      invert each image through the pipeline (the proxy), regenerate from the recovered latent with
+                  `prompt`: the mark travels with the latent
+    imprint       optimise a cover's latent so that its proxy inversion matches the image's (`imprint_forgery(pipe,
+                  marked, covers)` takes explicit covers; as a plain attack the cover is the next image or grey)
 """
 
 from __future__ import annotations
@@ -52,14 +60,15 @@ class MarkAttack:
     fn: Callable[..., np.ndarray]
     needs_pipe: bool = False
     help: str = ""
+    forgery: bool = False  # the output is meant to be judged marked (other content carrying the input's mark)
 
 
 mark_attacks: Registry[MarkAttack] = Registry("watermark attack")
 
 
-def _register(name: str, config_cls: type, needs_pipe: bool = False, help: str = ""):
+def _register(name: str, config_cls: type, needs_pipe: bool = False, help: str = "", forgery: bool = False):
     def deco(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        mark_attacks.add(name, MarkAttack(name, config_cls, fn, needs_pipe, help), help=help)
+        mark_attacks.add(name, MarkAttack(name, config_cls, fn, needs_pipe, help, forgery), help=help)
         return fn
 
     return deco
@@ -239,6 +248,119 @@ def img2img(images: np.ndarray, cfg: Img2ImgConfig, pipe: Any = None, seed: int 
     return decode(pipe, x)
 
 
+# ------------------------------------------------------------------------------------------------ forgery on the latent
+@dataclass(frozen=True)
+class RepromptConfig:
+    prompt: str = field(default="a picture of a cat", metadata={
+        "help": "the new prompt the recovered latent is regenerated with (any other content)"})
+    guidance: float | None = field(default=None, metadata={"help": "regeneration guidance (None: the model's default)"})
+    steps: int | None = field(default=None, metadata={"help": "inversion and regeneration steps (None: the model's)"})
+    inversion_prompt: str = field(default="", metadata={
+        "help": "text the attacker inverts with (default empty: the attacker does not know the prompt either)"})
+    inversion_guidance: float = field(default=1.0, metadata={"help": "guidance of the attacker's inversion"})
+    fixed_point: int = field(default=0, metadata={"help": "fixed-point iterations per inversion step"})
+
+    def __post_init__(self) -> None:
+        from ..sampling import check_sampling
+
+        check_sampling(self.steps, self.guidance, where="reprompt")
+        check_sampling(None, self.inversion_guidance, where="reprompt inversion_guidance")
+        _count("fixed_point", self.fixed_point, 100)
+        if not isinstance(self.prompt, str) or not isinstance(self.inversion_prompt, str):
+            raise InvalidValueError("reprompt prompt and inversion_prompt must be strings")
+
+
+def _count(name: str, value: Any, hi: int, lo: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+@_register("reprompt", RepromptConfig, needs_pipe=True, forgery=True,
+           help="forgery: DDIM-invert each image through the (proxy) pipeline, regenerate from it with `prompt`")
+def reprompt(images: np.ndarray, cfg: RepromptConfig, pipe: Any = None, seed: int = 0) -> np.ndarray:
+    """Re-prompt forgery (Mueller et al., "Black-Box Forgery Attacks on Semantic Watermarks for Diffusion Models",
+    CVPR 2025, official code and-mill/semantic-forgery): the attacker inverts a marked image through a proxy model
+    (here: `pipe`) and generates new content from the recovered initial latent; an initial-noise mark travels with
+    the latent, so the new image is detected as marked. The official attack uses an empty-prompt inversion and the
+    target model's sampler; both are options here."""
+    from ._latent import ddim_invert, generate_from_latents
+
+    z = ddim_invert(pipe, images, steps=cfg.steps, prompt=cfg.inversion_prompt, guidance=float(cfg.inversion_guidance),
+                    fixed_point=cfg.fixed_point)
+    seeds = [seed + i for i in range(len(images))]
+    return generate_from_latents(pipe, [cfg.prompt] * len(images), seeds, z, cfg.steps, cfg.guidance)
+
+
+@dataclass(frozen=True)
+class ImprintConfig:
+    steps: int = field(default=150, metadata={"help": "Adam steps on the cover latent (official 151)"})
+    lr: float = field(default=0.01, metadata={"help": "Adam learning rate (official 1e-2)"})
+    inversion_steps: int | None = field(default=None, metadata={
+        "help": "DDIM steps of the proxy inversion (None: the model's default)"})
+    cover: str = field(default="roll", metadata={
+        "help": "as a plain attack, the cover of image i: roll (image i+1 of the batch, other content) or grey"})
+
+    def __post_init__(self) -> None:
+        from ..config import check_choice
+        from ..sampling import check_sampling
+
+        _count("steps", self.steps, 10_000, lo=1)
+        _range("lr", self.lr, 0.0, 10.0, lo_open=True)
+        check_sampling(self.inversion_steps, None, where="imprint inversion_steps")
+        check_choice("cover", self.cover, IMPRINT_COVERS)
+
+
+IMPRINT_COVERS = ("roll", "grey")
+GREY = 128  # pixel level of the "grey" cover
+
+
+def imprint_forgery(pipe: Any, marked: np.ndarray, covers: np.ndarray, cfg: ImprintConfig | None = None,
+                    log: Callable[[str], None] | None = None) -> np.ndarray:
+    """Imprint forgery (Mueller et al., CVPR 2025): optimise the VAE latent of each cover image (N, H, W, 3) uint8 so
+    that its empty-prompt DDIM inversion through the proxy `pipe` (differentiable, no fixed-point iterations) matches
+    the inversion of the marked image of the same index (MSE, Adam), then decode. Returns (N, H, W, 3) uint8 forged
+    covers; a detector that calls them marked has been forged. Deviation: the official code optimises a pixel-space
+    cover through the proxy's VAE encoder; here the cover's VAE latent is optimised directly (same proxy, fewer
+    backward passes through the encoder, and the decoded image is what a detector sees)."""
+    from ..sampling import decode, resolve_sampling
+    from ._latent import encode_images, invert_latents, invert_loop
+
+    cfg = cfg or ImprintConfig()
+    marked, covers = check_images(marked, what="marked images"), check_images(covers, what="cover images")
+    if marked.shape != covers.shape:
+        raise InvalidValueError(f"imprint needs one cover per marked image of the same size, got {covers.shape} "
+                                f"covers for {marked.shape} marked images")
+    steps = resolve_sampling(pipe, cfg.inversion_steps, 0.0)[0]
+    empty = [""] * len(marked)
+    target = invert_latents(pipe, encode_images(pipe, marked), empty, steps).to(pipe.unet.device)
+    z = encode_images(pipe, covers).detach().clone().float().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=cfg.lr)
+    frozen = [(m, [p.requires_grad for p in m.parameters()]) for m in (pipe.unet, pipe.vae)]
+    for m, _ in frozen:
+        m.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for i in range(cfg.steps):
+                loss = ((invert_loop(pipe, z, empty, steps).float() - target) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if log is not None and (i % 25 == 0 or i == cfg.steps - 1):
+                    log(f"imprint step {i}: mse {loss.item():.4f}")
+    finally:
+        for m, flags in frozen:
+            for p, r in zip(m.parameters(), flags):
+                p.requires_grad_(r)
+    return decode(pipe, z.detach().to(pipe.vae.dtype))
+
+
+@_register("imprint", ImprintConfig, needs_pipe=True, forgery=True,
+           help="forgery: optimise a cover so its proxy inversion matches each image's (cover: the next image, grey)")
+def imprint(images: np.ndarray, cfg: ImprintConfig, pipe: Any = None, seed: int = 0) -> np.ndarray:
+    covers = np.roll(images, 1, axis=0) if cfg.cover == "roll" else np.full_like(images, GREY)
+    return imprint_forgery(pipe, images, covers, cfg)
+
+
 # ------------------------------------------------------------------------------------------------ specs
 def parse_attack(spec: str) -> list[tuple[MarkAttack, Any]]:
     """'jpeg:quality=50+blur:sigma=1' -> [(attack, config), ...] (validated; nothing runs). 'none' or '' -> []."""
@@ -289,4 +411,4 @@ def average_forgery(marked: np.ndarray, clean_ref: np.ndarray, targets: np.ndarr
     return np.clip(np.round(targets.astype(np.float64) + strength * pattern[None]), 0, 255).astype(np.uint8)
 
 
-__all__ = ["MarkAttack", "apply_attack", "average_forgery", "mark_attacks", "parse_attack"]
+__all__ = ["MarkAttack", "apply_attack", "average_forgery", "imprint_forgery", "mark_attacks", "parse_attack"]

@@ -39,7 +39,7 @@ import torch
 from ..config import check_choice
 from ..errors import ErasekitError, InvalidValueError
 from . import Detection, Key, binomial_p_value, binomial_threshold, check_fpr
-from ._latent import LatentWatermark, shape_of
+from ._latent import INVERSION_HELP, LatentWatermark, check_inversion_options, shape_of
 
 PAPER_MESSAGE_SIDE = 8  # official: 64x64 latent / hw_copy 8
 PAPER_FPR = 1e-6  # official detection false-positive rate
@@ -61,6 +61,9 @@ class GaussianShadingConfig:
         "help": "DDIM inversion steps (None: the model's default sampling steps)"})
     decoder_steps: int = field(default=0, metadata={
         "help": "decoder-inversion Adam steps before DDIM inversion (0: VAE encoder only, as the official code)"})
+    inversion_prompt: str = field(default="empty", metadata={"help": INVERSION_HELP["inversion_prompt"]})
+    inversion_guidance: float = field(default=1.0, metadata={"help": INVERSION_HELP["inversion_guidance"]})
+    fixed_point: int = field(default=0, metadata={"help": INVERSION_HELP["fixed_point"]})
 
     def __post_init__(self) -> None:
         for name in ("channel_copy", "hw_copy"):
@@ -69,12 +72,7 @@ class GaussianShadingConfig:
                 raise InvalidValueError(f"{name} must be an integer >= 1, got {v!r}")
         check_fpr("fpr", self.fpr)
         check_choice("statistic", self.statistic, STATISTICS)
-        if isinstance(self.decoder_steps, bool) or not isinstance(self.decoder_steps, int) or self.decoder_steps < 0:
-            raise InvalidValueError(f"decoder_steps must be an integer >= 0, got {self.decoder_steps!r}")
-        if self.inversion_steps is not None:
-            from ..sampling import check_sampling
-
-            check_sampling(self.inversion_steps, None, where="inversion_steps")
+        check_inversion_options(self)
 
 
 def keystream_bits(key: bytes, nonce: bytes, n_bits: int) -> np.ndarray:

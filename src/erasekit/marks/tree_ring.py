@@ -36,7 +36,7 @@ import torch
 from ..config import check_choice
 from ..errors import InvalidValueError
 from . import Detection, Key, check_fpr
-from ._latent import LatentWatermark, key_generator, shape_of
+from ._latent import INVERSION_HELP, LatentWatermark, check_inversion_options, key_generator, shape_of
 
 PATTERNS = ("ring", "zeros", "rand")
 PAPER_RADIUS_FRACTION = 10 / 64  # radius 10 on SD's 64x64 latent (official default w_radius=10)
@@ -55,6 +55,9 @@ class TreeRingConfig:
         "help": "DDIM inversion steps (None: the model's default sampling steps)"})
     decoder_steps: int = field(default=0, metadata={
         "help": "decoder-inversion Adam steps before DDIM inversion (0: VAE encoder only, as the official code)"})
+    inversion_prompt: str = field(default="empty", metadata={"help": INVERSION_HELP["inversion_prompt"]})
+    inversion_guidance: float = field(default=1.0, metadata={"help": INVERSION_HELP["inversion_guidance"]})
+    fixed_point: int = field(default=0, metadata={"help": INVERSION_HELP["fixed_point"]})
 
     def __post_init__(self) -> None:
         check_choice("pattern", self.pattern, PATTERNS)
@@ -65,12 +68,7 @@ class TreeRingConfig:
             raise InvalidValueError(f"radius must be an integer >= 1 (or None for the size-derived default), got "
                                     f"{self.radius!r}")
         check_fpr("p_value_level", self.p_value_level)
-        if isinstance(self.decoder_steps, bool) or not isinstance(self.decoder_steps, int) or self.decoder_steps < 0:
-            raise InvalidValueError(f"decoder_steps must be an integer >= 0, got {self.decoder_steps!r}")
-        if self.inversion_steps is not None:
-            from ..sampling import check_sampling
-
-            check_sampling(self.inversion_steps, None, where="inversion_steps")
+        check_inversion_options(self)
 
 
 def default_radius(side: int) -> int:

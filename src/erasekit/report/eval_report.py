@@ -89,7 +89,32 @@ def plots(results: dict) -> list[tuple[str, str]]:
     ax.set_xticks(np.arange(len(targets)) + width * (len(names) - 1) / 2, targets)
     ax.set_ylabel("detection on direct prompts"), ax.set_ylim(0, 1.05), ax.legend(fontsize=8)
     out.append(("Detection per concept", _plot_png(fig)))
+    curves = scaling_curves(results)
+    if curves:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+        for ax, metric in zip(axes, ("detection", "accuracy_neighbours", "accuracy_unrelated")):
+            for method, points in curves.items():
+                xs = [n for n, m in points if metric in m]
+                ax.plot(xs, [m[metric] for n, m in points if metric in m], marker="o", label=method)
+            ax.set_xscale("log"), ax.set_xlabel("concepts erased at once"), ax.set_ylim(-0.05, 1.05)
+            ax.set_title(metric + (" (lower is better)" if metric == "detection" else " (higher is better)"))
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        out.append(("Efficacy and specificity vs number of concepts erased (mean over probes)", _plot_png(fig)))
     return out
+
+
+def scaling_curves(results: dict) -> dict[str, list[tuple[int, dict]]]:
+    """{method: [(N, mean metrics), ...]} for variants named "<method>-<N>" (N concepts erased in one request, as
+    the multi-concept spec names them), methods with at least two counts only; sorted by N."""
+    import re
+
+    curves: dict[str, list[tuple[int, dict]]] = {}
+    for name, v in results["variants"].items():
+        m = re.fullmatch(r"(.+)-(\d+)", name)
+        if m:
+            curves.setdefault(m.group(1), []).append((int(m.group(2)), v["mean"]))
+    return {k: sorted(pts, key=lambda p: p[0]) for k, pts in curves.items() if len({n for n, _ in pts}) >= 2}
 
 
 def read_run(run_dir: str | Path) -> tuple[dict, list[dict]]:

@@ -15,7 +15,9 @@ enters as a guidance term with its own conditioning: the loop evaluates eps_u (t
 default), eps_c and eps_neg, and the term subtracts (w - 1) / w (eps_neg - eps_u) from eps_c - eps_u, which gives the
 formula above exactly (one UNet evaluation more per step than plain CFG). With guidance w <= 1 there is no negative
 prompt (as in diffusers) and the shield does nothing. Any text negative of an earlier shield in the chain is kept in
-front of the tokens.
+front of the tokens (behind them when the edit trained its tokens before the caption, `token_position="before"`).
+An edit that also trained the text encoder (`text_encoder_lr > 0`) must be applied to the pipeline, so that the
+negative is encoded by the same text encoder as in training.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ class GeomNegative(Shield):
             raise InvalidValueError(f"geom_negative: the tokens are {self.tokens.vectors.shape[1]}-dimensional, this "
                                     f"model's text encoder is {dim}-dimensional (the edit was made on another model)")
         with torch.no_grad():
-            neg = encode_with_tokens(pipe, plan.negative, [self.rows] * len(plan.negative), self.tokens.vectors)
+            neg = encode_with_tokens(pipe, plan.negative, [self.rows] * len(plan.negative), self.tokens.vectors,
+                                     self.tokens.position)
         plan.terms.append(_GeomTerm(neg.to(plan.cond.dtype), plan.guidance))
         return plan, {"negative": [f"{n} {self.text}".strip() for n in plan.negative]}
 

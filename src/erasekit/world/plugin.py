@@ -313,8 +313,36 @@ class ToyWorld(World):
 
         return captioned_training_images(model_manifest(model), n, seed)
 
+    def caption(self, images: np.ndarray) -> list[str]:
+        """A caption per image from the oracle's predicted labels, in the evaluation grammar ("a red ring in the style
+        of Cora Voss", "Zorbo in the style of Cora Voss", ", <unsafe concept>" appended): the toy stand-in for a
+        captioning model (BLIP on real models). Wrong where the oracle is wrong (attacked images)."""
+        global _CAPTION_ORACLE
+        if _CAPTION_ORACLE is None:
+            _CAPTION_ORACLE = ToyOracleEvaluator()
+        return [caption_from_labels(lab) for lab in _CAPTION_ORACLE.predict(np.asarray(images))]
+
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "families": list(FAMILIES)}
+
+
+_CAPTION_ORACLE: Any = None  # loaded on the first caption() call
+
+
+def caption_from_labels(labels: dict[str, str]) -> str:
+    """The evaluation-grammar text of a {family: label} set (captions.prompts_for's direct wording)."""
+    from .catalogue import NONE as none
+
+    artist = labels.get("artist", none)
+    style = f" in the style of {artist}" if artist != none else ""
+    if labels.get("character", none) != none:
+        text = f"{labels['character']}{style}"
+    else:
+        subject = " ".join(v for v in (labels.get("colour", none), labels.get("object", none)) if v != none)
+        text = f"a {subject or 'picture'}{style}"
+    if labels.get("unsafe", none) != none:
+        text = f"{text}, {labels['unsafe']}"
+    return text
 
 
 def model_manifest(model: Any = None) -> dict | None:
