@@ -24,14 +24,14 @@ def _sample(pipe, z_t: torch.Tensor, prompts: list[str], guidance: float, steps:
         return denoise(pipe, [unc, cond], cfg_combine(guidance), list(range(len(prompts))), steps=steps, latents=z_t)
 
 
-@pytest.mark.parametrize("guidance", [1.0, 3.0])
+@pytest.mark.parametrize("guidance", [3.0])  # CFG; the guidance-1 branch runs in the "empty" row (CI time)
 def test_fixed_point_inversion_recovers_the_samplers_initial_latent(tiny_pipe, guidance):
     steps, prompts = 4, ["a red ring", "Zorbo"]
     z_t = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(3))
     z_0 = _sample(tiny_pipe, z_t, prompts, guidance, steps)
     err = {}
     for name, texts, g, fp in (("exact", prompts, guidance, 30), ("approx", prompts, guidance, 0),
-                               ("empty", ["", ""], 1.0, 30), ("wrong guidance", prompts, guidance + 2.0, 30)):
+                               ("empty", ["", ""], 1.0, 10), ("wrong guidance", prompts, guidance + 2.0, 10)):
         z = invert_latents(tiny_pipe, z_0, texts, steps, g, fp)
         err[name] = float((z - z_t).norm() / z_t.norm())
     assert err["exact"] < 1e-3, err  # the implicit DDIM step solved: the initial latent comes back

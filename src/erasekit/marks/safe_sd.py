@@ -45,12 +45,9 @@ What this module does (and where it deviates, and why):
   mark on) with the mark carried by the decoder path, like Stable Signature's decoder. `embed_images` applies the
   stage-1 injector to finished images (E, f_c, D).
 
-Measured on the toy model (notes: bench_safesd.md; bench/safesd/): with the defaults (64 bits, PSNR budget 26 dB,
-400 steps, ~2.5 CPU minutes) the mark is weak but real: bit accuracy ~0.62 on generated images, AUC ~0.87, and the
-same under JPEG 50, blur, noise and the VAE round trip (it is a low-frequency latent mark); far from the paper's
-numbers. The limit is the toy latent: 8x8x4 values, the decoder renders only two latent directions visibly (content
-variance 1.9 and 3.5 along them), so a mark the encoder can read back competes with the content itself at one latent
-position per bit; at a 30 dB budget training bit accuracy stays ~0.57, at no budget it reaches 0.97 (PSNR ~15 dB).
+On the toy model the mark is weak but real and about as strong under JPEG, blur, noise and the VAE round trip (a
+low-frequency latent mark); the limit is the toy latent (8x8x4 values, only two latent directions rendered visibly),
+measured in BENCHMARKS.md ("Safe-SD", with bench/safesd/).
 
 Files a user owns: the weights file (`SafeSDWeights.save`: safetensors with the pipeline's VAE E and D, the injector
 f_c and the extractor D_w, plus the VAE config and a fingerprint of the decoder it was trained with) and a key file per
