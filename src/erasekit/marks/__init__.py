@@ -286,6 +286,21 @@ def binomial_threshold(n_bits: int, fpr: float) -> int:
     return n_bits + 1
 
 
+def bit_match_detection(method: str, msg: np.ndarray, bits: np.ndarray, fpr: float, n_keys: int = 1) -> Detection:
+    """Detection of a bit message (n_bits,) in extracted bits (N, n_bits): score = bit accuracy, marked iff the matches
+    pass the binomial-tail threshold at fpr / n_keys (no calibration set); shared by the bit-carrying marks."""
+    n_bits = len(msg)
+    matches = (bits == msg[None]).sum(axis=1)
+    fpr = fpr / max(1, n_keys)
+    k = binomial_threshold(n_bits, fpr)
+    rule = {"statistic": "bit matches", "marked_if": f"matches >= {k} of {n_bits}", "threshold": k / n_bits,
+            "fpr": fpr, "n_bits": n_bits,
+            "source": "binomial tail P(Bin(n_bits, 1/2) >= k) <= fpr (no calibration set)"}
+    acc = (matches / n_bits).astype(np.float64)
+    return Detection(method, score=acc, decision=matches >= k, rule=rule, p_value=binomial_p_value(matches, n_bits),
+                     bit_acc=acc)
+
+
 def binomial_p_value(matches: np.ndarray, n_bits: int) -> np.ndarray:
     """P(Binomial(n_bits, 1/2) >= matches) per image: the p-value of a bit-accuracy detection."""
     from scipy.stats import binom

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidValueError
-from . import Detection, Key, Watermark, binomial_p_value, binomial_threshold, check_fpr, check_images
+from . import Detection, Key, Watermark, bit_match_detection, check_fpr, check_images
 from .gaussian_shading import PAPER_FPR
 
 PACKAGE_SCALE = 36.0  # invisible-watermark's default quantisation step for U and V
@@ -217,14 +217,4 @@ class DwtDct(Watermark):
 
     def detect(self, key: Key, images: np.ndarray, pipe: Any = None, n_keys: int = 1) -> Detection:
         msg = self._message(key)
-        rec = self.decode(key, images)
-        n_bits = len(msg)
-        matches = (rec == msg[None]).sum(axis=1)
-        fpr = self.config.fpr / max(1, n_keys)
-        k = binomial_threshold(n_bits, fpr)
-        rule = {"statistic": "bit matches", "marked_if": f"matches >= {k} of {n_bits}", "threshold": k / n_bits,
-                "fpr": fpr, "n_bits": n_bits,
-                "source": "binomial tail P(Bin(n_bits, 1/2) >= k) <= fpr (no calibration set)"}
-        acc = (matches / n_bits).astype(np.float64)
-        return Detection(self.name, score=acc, decision=matches >= k, rule=rule,
-                         p_value=binomial_p_value(matches, n_bits), bit_acc=acc)
+        return bit_match_detection(self.name, msg, self.decode(key, images), self.config.fpr, n_keys)

@@ -71,7 +71,7 @@ import numpy as np
 import torch
 
 from ..errors import ErasekitError, InvalidValueError
-from . import Detection, Key, Watermark, binomial_p_value, binomial_threshold, check_fpr, check_images
+from . import Detection, Key, Watermark, bit_match_detection, check_fpr, check_images
 
 WEIGHTS_FORMAT = 1
 WEIGHTS_TAG = "erasekit_mark_weights"
@@ -568,16 +568,7 @@ class SafeSD(Watermark):
                               for i in range(0, len(images), 64)]).numpy()
 
     def _detection(self, msg: np.ndarray, bits: np.ndarray, n_keys: int) -> Detection:
-        n_bits = len(msg)
-        matches = (bits == msg[None]).sum(axis=1)
-        fpr = self.config.fpr / max(1, n_keys)
-        k = binomial_threshold(n_bits, fpr)
-        rule = {"statistic": "bit matches", "marked_if": f"matches >= {k} of {n_bits}", "threshold": k / n_bits,
-                "fpr": fpr, "n_bits": n_bits,
-                "source": "binomial tail P(Bin(n_bits, 1/2) >= k) <= fpr (no calibration set)"}
-        acc = (matches / n_bits).astype(np.float64)
-        return Detection(self.name, score=acc, decision=matches >= k, rule=rule,
-                         p_value=binomial_p_value(matches, n_bits), bit_acc=acc)
+        return bit_match_detection(self.name, msg, bits, self.config.fpr, n_keys)
 
     def detect(self, key: Key, images: np.ndarray, pipe: Any = None, weights: Any = None,
                n_keys: int = 1) -> Detection:
