@@ -182,7 +182,7 @@ def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip,
 
     from ..benchmark import BenchSpec, VariantSpec, load_bench_spec, run_bench
     from ..report.eval_report import write_report
-    from ..report.markdown import results_table
+    from ..report.markdown import grid_table, results_table
     from ..suite import load_suite
 
     if spec and methods:
@@ -228,8 +228,6 @@ def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip,
         res = run_bench(bs, out, pipe=pipe, model=model, progress=_progress(adv), suite=s, clip=clip, jobs=jobs)
     report = write_report(out, title=f"erasekit benchmark: {bs.name}")
     if bs.grid:  # protections x attacks: the matrix (tens of variants do not fit a per-variant terminal table)
-        from ..report.markdown import grid_table
-
         click.echo(grid_table(res))
     else:
         print_summary(res, bs.table)
@@ -238,8 +236,6 @@ def bench_cmd(ctx, spec, methods, variants, concepts, suite, model, limit, clip,
 
         text = results_table(res, bs.table, per_target=bs.rows == "target", per_family=bs.rows == "family")
         if bs.grid:  # the mean matrix, one matrix per concept, then the per-variant table
-            from ..report.markdown import grid_table
-
             per = [f"**{c}**\n\n" + grid_table(res, concept=c) for c in res["targets"]]
             text = "\n\n".join([grid_table(res)] + per + [text])
         atomic_write_text(markdown, text + "\n")

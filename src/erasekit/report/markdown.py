@@ -50,7 +50,7 @@ def results_table(results: dict | Sequence[dict], metrics: Sequence[str] = (), p
     "run" column labelled by `runs` (default: each result's suite name). Numbers are printed as stored, nothing is
     recomputed; a metric a row lacks is left empty; the column "training_count" shows the run's recorded training
     counts (per target); a per-target row shows that target's own costs where the run recorded them (benchmarks:
-"cost_by_target"), else the variant's median. `per_family`: one row per variant and family (the results'
+    "cost_by_target"), else the variant's median. `per_family`: one row per variant and family (the results'
     `by_family` means over each family's targets)."""
     if per_target and per_family:
         raise ErasekitError("results_table: choose per_target or per_family, not both")
