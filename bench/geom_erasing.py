@@ -134,7 +134,7 @@ class Bench:
     def control(self) -> None:
         from erasekit.erasers.geom_erasing import GeomHooks
         from erasekit.shields import get_shield
-        from erasekit.world.mark_eval import mark_box
+        from erasekit.toyworld.mark_eval import mark_box
 
         images, captions = self.world.captioned_images(self.pipe, self.args.n_images, self.args.seed)
         truth = self.mark.shows(images, "mark")

@@ -41,21 +41,21 @@ STEPS = 25
 
 def base_dir() -> Path:
     """The base (long-tail) model: the shipped toy model's folder, or runs/train-v1 before it is installed."""
-    from erasekit.world.plugin import assets_dir as toyworld_dir
+    from erasekit.toyworld.plugin import assets_dir as toyworld_dir
 
     d = toyworld_dir()
     return d if (d / "pipeline" / "model_index.json").exists() else ROOT / "runs" / "train-v1"
 
 
 def cf_config(count: int):
-    from erasekit.world.train import TrainConfig
+    from erasekit.toyworld.train import TrainConfig
 
     return dataclasses.replace(TrainConfig(), scale=CF_SCALE, joint_steps=0, unet_steps=UNET_STEPS, warmup=100, ema_decay=0.995,
                                ckpt_every=300, threads=2, counts=((TARGET, count),), init_from=str(base_dir()))
 
 
 def train(counts: list[int]) -> None:
-    from erasekit.world.train import train_world
+    from erasekit.toyworld.train import train_world
 
     for c in counts:
         out = OUT / f"cf-{c}"
@@ -97,8 +97,8 @@ def measure(model_dir: Path, n: int, concepts: list[str] | None = None) -> dict:
     """Imitation score (oracle embedding, top-10) and true/caption counts of every artist (or `concepts`)."""
     from erasekit import load_pipeline
     from erasekit.cli.imitation_cmds import toy_dataset, toy_oracle
-    from erasekit.world.imitation import toy_frequencies
-    from erasekit.world.imitation import toy_imitation
+    from erasekit.toyworld.imitation import toy_frequencies
+    from erasekit.toyworld.imitation import toy_imitation
     from erasekit.sampling import sampling_defaults
 
     t = time.time()

@@ -32,10 +32,10 @@ def main() -> None:
     from erasekit import generate, load_pipeline
     from erasekit.memorization import prompt_magnitudes, verbatim_copies
     from erasekit.membership import auc
-    from erasekit.world.captions_v2 import caption_v2
-    from erasekit.world.eval_grammar import protected_pattern
-    from erasekit.world.oracle import random_scenes
-    from erasekit.world.render import Scene, render
+    from erasekit.toyworld.captions_v2 import caption_v2
+    from erasekit.toyworld.eval_grammar import protected_pattern
+    from erasekit.toyworld.oracle import random_scenes
+    from erasekit.toyworld.render import Scene, render
 
     out = Path(a.out)
     if out.exists():

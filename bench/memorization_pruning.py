@@ -33,9 +33,9 @@ COLLATERAL = ("circle", "square", "triangle", "Mossy", "Kiko", "Zorbo")
 
 def fresh_captions(n: int, seed: int) -> list[str]:
     """`n` captions of the v2 training grammar for fresh scenes (never duplicated), as bench/memorization.py makes."""
-    from erasekit.world.captions_v2 import caption_v2
-    from erasekit.world.eval_grammar import protected_pattern
-    from erasekit.world.oracle import random_scenes
+    from erasekit.toyworld.captions_v2 import caption_v2
+    from erasekit.toyworld.eval_grammar import protected_pattern
+    from erasekit.toyworld.oracle import random_scenes
 
     rng = np.random.default_rng(12345 + seed)
     avoid = protected_pattern()

@@ -27,7 +27,7 @@ def main() -> None:
     from erasekit.worlds import get_world
     from erasekit.erasers.spm import Transport
     from erasekit.sampling import sampling_defaults
-    from erasekit.world import CATALOGUE, load_oracle, prompts_for
+    from erasekit.toyworld import CATALOGUE, load_oracle, prompts_for
 
     torch.manual_seed(0)
     pipe, oracle = load_pipeline("toyworld"), load_oracle()

@@ -42,6 +42,6 @@ def toy_pipe(toy_pipe_shared):
 
 @pytest.fixture(scope="session")
 def oracle():
-    from erasekit.world import load_oracle
+    from erasekit.toyworld import load_oracle
 
     return load_oracle()

@@ -272,7 +272,7 @@ def test_bad_inputs(edited_tiny):
 def toy_base():
     """The shipped toy model, loaded by path (shared within this module; tests copy it before editing)."""
     from erasekit import load_pipeline
-    from erasekit.world.plugin import assets_dir as toyworld_dir
+    from erasekit.toyworld.plugin import assets_dir as toyworld_dir
 
     return load_pipeline(str(toyworld_dir() / "pipeline"))
 

@@ -427,7 +427,7 @@ def test_imitation_score_through_the_harness_and_threshold_table(tiny_pipe, tmp_
     counts, and `erasekit imitation threshold` reads its table from the run."""
     from erasekit.cli.imitation_cmds import read_table
     from erasekit.imitation import imitation_score
-    from erasekit.world.plugin import ToyWorld
+    from erasekit.toyworld.plugin import ToyWorld
 
     toy = get_world("toyworld")
     monkeypatch.setattr(ToyWorld, "training_images", lambda self, c, model=None: toy.images(c, 6, 1))

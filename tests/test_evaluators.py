@@ -14,7 +14,7 @@ import torch
 from erasekit.errors import ErasekitError, InvalidValueError, UnknownNameError
 from erasekit.evaluation import Variant, evaluate, prompt_sets, run_images
 from erasekit.evaluators import CallableEvaluator, evaluators, get_evaluator
-from erasekit.world.plugin import ToyOracleEvaluator
+from erasekit.toyworld.plugin import ToyOracleEvaluator
 from erasekit.metrics import image_drift, metrics
 from erasekit.suite import Suite, load_suite
 

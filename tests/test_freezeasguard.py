@@ -168,3 +168,20 @@ def test_no_nan_weights_after_relearn_with_mask(tiny_pipe, learned, tmp_path):
                      steps=1, n_images=1, params="full", freeze=str(path))
     assert all(torch.isfinite(t).all() for t in res.replay.tensors.values())
     assert not set(mask.frozen) & {k.split("::")[0] for k in res.replay.tensors}
+
+
+def test_candidates_restrict_the_mask_and_its_random_control(module_pipe):
+    """With candidates, the mask (and the same-size random control) choose only among the matching tensors; a pattern
+    that matches nothing is refused in one line."""
+    kv = ("*attn2.to_k.*", "*attn2.to_v.*")
+    domain = candidate_tensors(module_pipe, kv)
+    assert domain and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in domain)
+    assert len(domain) < len(candidate_tensors(module_pipe))
+    mask = learn_freeze_mask(module_pipe, "Zorbo", ["Mossy"], **{**TINY, "steps": 2, "freeze_ratio": 0.5},
+                             candidates=kv)
+    assert set(mask.sizes) == set(domain) and len(mask.frozen) == round(0.5 * len(domain))
+    ctl = random_mask(module_pipe, len(mask.frozen), seed=1, candidates=kv)
+    assert set(ctl.frozen) <= set(domain) and len(ctl.frozen) == len(mask.frozen)
+    with pytest.raises(InvalidValueError, match="match no UNet tensor"):
+        candidate_tensors(module_pipe, ("*nope*",))
+    assert METHOD.make_config({"candidates": "*attn2.to_k.*, *attn2.to_v.*"}).candidates == kv

@@ -1,5 +1,5 @@
 """Geom-Erasing (erasers/geom_erasing.py), its negative-prompt shield (shields/geom_negative.py) and the toy world's
-implicit-mark evaluator (world/mark_eval.py): plumbing on the tiny pipeline, one-line errors, exact negative guidance,
+implicit-mark evaluator (toyworld/mark_eval.py): plumbing on the tiny pipeline, one-line errors, exact negative guidance,
 and a behavioural check on the shipped toy model that the geometric tokens bind to the mark."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _erase(pipe, **config):
 # ------------------------------------------------------------------------------------------------ the mark evaluator
 def test_mark_evaluator_sees_the_stamped_mark_and_where():
     from erasekit.evaluators import get_evaluator
-    from erasekit.world.dataset_v2 import mark_present, stamp_mark
+    from erasekit.toyworld.dataset_v2 import mark_present, stamp_mark
     from erasekit.worlds import get_world
 
     ev = get_evaluator("toyworld-mark")
@@ -65,7 +65,7 @@ def test_mark_evaluator_sees_the_stamped_mark_and_where():
 
 
 def test_toy_training_set_needs_a_manifest():
-    from erasekit.world.mark_eval import captioned_training_images
+    from erasekit.toyworld.mark_eval import captioned_training_images
     from erasekit.worlds import NoWorld, UnsupportedError
 
     with pytest.raises(InvalidValueError, match="manifest"):
@@ -358,7 +358,7 @@ def test_geometric_tokens_bind_to_the_mark(toy_pipe):
     from erasekit.erasers.fewshot import encode_latents
     from erasekit.erasers.geom_erasing import GeomHooks, GeomTokenSet, encode_with_tokens
     from erasekit.sampling import encode_prompts
-    from erasekit.world.dataset_v2 import stamp_mark
+    from erasekit.toyworld.dataset_v2 import stamp_mark
     from erasekit.worlds import get_world
 
     objects = ("circle", "square", "triangle", "cross")

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from erasekit.errors import InvalidValueError, UnknownNameError
 from erasekit.imitation import (caption_matches, count_by_captions, find_threshold, first_change_point,
                                 imitation_score, max_f1_threshold, plot_threshold)
-from erasekit.world.imitation import toy_frequencies
-from erasekit.world import CATALOGUE
-from erasekit.world.dataset import build_dataset, plan_scenes
+from erasekit.toyworld.imitation import toy_frequencies
+from erasekit.toyworld import CATALOGUE
+from erasekit.toyworld.dataset import build_dataset, plan_scenes
 
 
 # ----------------------------------------------------------------------------------------------------------- score
@@ -146,9 +146,9 @@ def test_toy_frequencies_caption_counts_undercount_the_truth(small_dataset):
 
 
 def test_image_confirmation_with_the_oracle_embedding(small_dataset):
-    from erasekit.world import Scene, render
+    from erasekit.toyworld import Scene, render
 
-    oracle = pytest.importorskip("erasekit.world").load_oracle() if _has_shipped() else None
+    oracle = pytest.importorskip("erasekit.toyworld").load_oracle() if _has_shipped() else None
     if oracle is None:
         pytest.skip("shipped toy model not installed")
     refs = {a: np.stack([render(Scene(object="circle", colour="red", artist=a, seed=s)) for s in range(8)])
@@ -175,7 +175,7 @@ def test_counts_override_changes_only_that_concept():
 
 # ------------------------------------------------------------------------------------------------------------- CLI
 def _has_shipped() -> bool:
-    from erasekit.world.plugin import assets_dir as toyworld_dir
+    from erasekit.toyworld.plugin import assets_dir as toyworld_dir
 
     return (toyworld_dir() / "pipeline" / "model_index.json").exists()
 
@@ -209,10 +209,10 @@ def test_cli_score_needs_all_three_folder_options(tmp_path):
 def test_end_to_end_on_the_shipped_model_scaled_down(small_dataset):
     """Few images: a core artist is imitated more than a 3-image tail artist, and the CLI writes its files."""
     from erasekit import load_pipeline
-    from erasekit.world.imitation import toy_imitation
-    from erasekit.world import load_oracle
+    from erasekit.toyworld.imitation import toy_imitation
+    from erasekit.toyworld import load_oracle
 
-    from erasekit.world.plugin import assets_dir as toyworld_dir
+    from erasekit.toyworld.plugin import assets_dir as toyworld_dir
 
     pipe, oracle = load_pipeline(str(toyworld_dir() / "pipeline")), load_oracle()
     # training images: the 5% sample of the training set suffices for a plumbing-and-ordering check

@@ -80,7 +80,7 @@ def test_inversion_option_errors():
 
 
 def test_toy_world_captions():
-    from erasekit.world.plugin import caption_from_labels
+    from erasekit.toyworld.plugin import caption_from_labels
 
     assert caption_from_labels({"object": "ring", "colour": "red", "artist": "Cora Voss", "character": "none",
                                 "unsafe": "none"}) == "a red ring in the style of Cora Voss"

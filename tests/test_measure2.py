@@ -82,7 +82,7 @@ def test_trigger_prompts_are_the_worlds_keywords_alone_and_in_pairs():
 
 
 def test_toy_world_key_characteristics_and_memorized_pairs(tmp_path):
-    from erasekit.world.render import Scene, render
+    from erasekit.toyworld.render import Scene, render
 
     world = get_world("toyworld")
     assert world.key_characteristics("Mossy") == [{"colour": "green"}]
@@ -113,9 +113,9 @@ def test_shipped_v2_model_is_registered_and_its_memorized_pairs_resolve_by_name(
 
 
 def test_toy_membership_pairs_rerender_the_training_scenes(monkeypatch):
-    import erasekit.world.plugin as plugin
-    from erasekit.world.dataset import ToyDataset
-    from erasekit.world.render import Scene, render
+    import erasekit.toyworld.plugin as plugin
+    from erasekit.toyworld.dataset import ToyDataset
+    from erasekit.toyworld.render import Scene, render
 
     scenes = [Scene(character="Zorbo", artist="Alva Renn", seed=5), Scene(object="ring", colour="red", seed=6),
               Scene(character="Zorbo", seed=7)]
@@ -186,7 +186,7 @@ class _SixWayWorld(type(get_world("toyworld"))):
         return None
 
     def memorized_pairs(self, model=None, references=16):
-        from erasekit.world.render import Scene, render
+        from erasekit.toyworld.render import Scene, render
 
         refs = np.stack([render(Scene(character="Zorbo", seed=100 + j)) for j in range(references)])
         return [MemorizedPair("Zorbo, photo number 1", render(Scene(character="Zorbo", seed=7)), 100,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from erasekit.errors import IntegrityError, InvalidValueError
-from erasekit.world import FAMILIES, render
-from erasekit.world.oracle import ToyOracle, random_scenes
+from erasekit.toyworld import FAMILIES, render
+from erasekit.toyworld.oracle import ToyOracle, random_scenes
 
 
 def test_oracle_reads_fresh_renders(oracle):
@@ -30,7 +30,7 @@ def test_oracle_features_and_shapes(oracle):
 
 
 def test_tampered_oracle_weights_are_refused(tmp_path):
-    from erasekit.world.plugin import assets_dir as toyworld_dir
+    from erasekit.toyworld.plugin import assets_dir as toyworld_dir
     import shutil
 
     for name in ("oracle.json", "oracle.safetensors"):

@@ -23,12 +23,12 @@ def core_sources() -> list[Path]:
 
 
 def test_no_core_module_names_the_toy_world():
-    pattern = re.compile(r"(from \.+world[ .]|import erasekit\.world|erasekit\.world\b|CATALOGUE|load_oracle)")
+    pattern = re.compile(r"(from \.+toyworld[ .]|import erasekit\.toyworld|erasekit\.toyworld\b|CATALOGUE|load_oracle)")
     offenders = []
     for path in core_sources():
         for i, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#")[0]
-            if pattern.search(code) and '"erasekit.world.plugin:' not in code:
+            if pattern.search(code) and '"erasekit.toyworld.plugin:' not in code:
                 offenders.append(f"{path.relative_to(SRC)}:{i}: {line.strip()}")
     assert not offenders, "core code names the toy world:\n" + "\n".join(offenders)
 
@@ -36,8 +36,8 @@ def test_no_core_module_names_the_toy_world():
 def test_importing_the_core_loads_no_toy_world():
     code = ("import sys, erasekit.erasers, erasekit.attacks, erasekit.shields, erasekit.imitation, erasekit.evaluation, "
             "erasekit.metrics, erasekit.edits, erasekit.report, erasekit.generation, erasekit.sampling, "
-            "erasekit.benchmark; print(sorted(m for m in sys.modules if m.startswith('erasekit.world.') "
-            "or m == 'erasekit.world'))")
+            "erasekit.benchmark; print(sorted(m for m in sys.modules if m.startswith('erasekit.toyworld.') "
+            "or m == 'erasekit.toyworld'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out
 

@@ -47,6 +47,7 @@ PARSE_ONLY = {
     "erasekit leaderboard": "reads finished benchmark runs; tests/test_report_views.py runs it on made results",
     "erasekit agree": "compares two finished runs; tests/test_agreement.py makes two and runs it",
     "erasekit mark": "keys, marked images and DDIM inversion (minutes); tests/test_marks.py runs the same commands",
+    "erasekit report runs/marks": "needs a mark bench folder; tests/test_mark_compose.py writes one and reports it",
     "erasekit text": "unlearning and MUSE evaluation (minutes); tests/test_text.py runs the CLI on small budgets",
 }
 

@@ -395,7 +395,7 @@ def test_toy_rewriting_alone_is_not_enough_negative_prompt_is(toy_pipe, oracle):
     # CopyCat's finding on the toy world: keyword prompts never name Zorbo, so dropping names changes nothing;
     # the negative prompt "Zorbo, tin robot, ..." removes most of the character. Measured here: 1.00 / 1.00 / 0.33
     # (6 prompts, seeds 0-5); 1.00 / 1.00 / 0.00 on 8 other keyword prompts with seeds 8-15.
-    from erasekit.world import prompts_for
+    from erasekit.toyworld import prompts_for
 
     prompts = [p.text for p in prompts_for("character", "Zorbo", "keyword", n=6, seed=0)]
     rates = {}
@@ -409,7 +409,7 @@ def test_toy_rewriting_alone_is_not_enough_negative_prompt_is(toy_pipe, oracle):
 
 def test_toy_sld_removes_unsafe_concept(toy_pipe, oracle):
     # nudity named in the prompt; measured 0.88 base, 0.38 strong, 0.00 max (8 prompts)
-    from erasekit.world import prompts_for
+    from erasekit.toyworld import prompts_for
 
     prompts = [p.text for p in prompts_for("unsafe", "nudity", "direct", n=8, seed=0)]
     rates = {}
@@ -427,7 +427,7 @@ def zorbo_detector(toy_pipe_shared):
 
 
 def test_toy_detector_calibration_holds_on_unseen_prompts(zorbo_detector):
-    from erasekit.world import CATALOGUE, prompts_for
+    from erasekit.toyworld import CATALOGUE, prompts_for
 
     det = zorbo_detector.detector
     cal = zorbo_detector.identity()["detector"]["calibration"]

@@ -9,7 +9,7 @@ import numpy as np
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from erasekit import generate
-from erasekit.world.plugin import manifest as toyworld_manifest
+from erasekit.toyworld.plugin import manifest as toyworld_manifest
 from erasekit.sampling import sampling_defaults
 from erasekit.evaluation import evaluate
 from erasekit.suite import Suite

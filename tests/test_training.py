@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from erasekit.tokenizer import clip_tokenizer
-from erasekit.world.dataset import build_dataset
-from erasekit.world.model import new_text_encoder, new_unet, train_scheduler
-from erasekit.world.train import TrainConfig, train_diffusion, train_vae
+from erasekit.toyworld.dataset import build_dataset
+from erasekit.toyworld.model import new_text_encoder, new_unet, train_scheduler
+from erasekit.toyworld.train import TrainConfig, train_diffusion, train_vae
 
 CFG = TrainConfig(batch_size=16, lr=1e-3, warmup=5, joint_steps=15, unet_steps=15, vae_steps=30, vae_lr=2e-3,
                   ckpt_every=10, ema_decay=0.9)
@@ -43,7 +43,7 @@ def test_vae_steps_reduce_reconstruction_error(tiny_data, tmp_path):
     images, _ = tiny_data
     x = torch.from_numpy(images[:16]).permute(0, 3, 1, 2).float() / 127.5 - 1
     torch.manual_seed(CFG.seed)
-    from erasekit.world.model import new_vae
+    from erasekit.toyworld.model import new_vae
 
     before = new_vae()
     with torch.no_grad():
@@ -87,3 +87,21 @@ def test_interrupted_training_resumes_to_identical_weights(tiny_data, tmp_path):
     for a, b in ((ref_unet, unet), (ref_te, te)):
         sa, sb = a.state_dict(), b.state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_stage_clock_adds_the_times_of_resumed_processes(tmp_path, monkeypatch):
+    """A resumed run keeps the earlier processes' stage times: finished stages stand, a stage interrupted after a
+    checkpoint adds its checkpointed seconds to the next process's."""
+    from erasekit.toyworld import train as train_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(train_mod.time, "time", lambda: now[0])
+    path = tmp_path / "timings.json"
+    first = train_mod.StageClock(path)
+    first.start("oracle_s"); now[0] += 100; first.stop("oracle_s")
+    first.start("diffusion_s"); now[0] += 40; first.checkpoint("diffusion_s"); now[0] += 7  # then it crashes
+    second = train_mod.StageClock(path)
+    second.start("oracle_s"); now[0] += 1; second.stop("oracle_s", skipped=True)
+    second.start("diffusion_s"); now[0] += 60; second.stop("diffusion_s")
+    assert second.seconds() == {"oracle_s": 100.0, "diffusion_s": 100.0}
+    assert second.processes == 2

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from erasekit.errors import InvalidValueError, UnknownNameError
-from erasekit.world import CATALOGUE, NONE, Scene, caption, prompts_for, render
-from erasekit.world.captions import HELDOUT_ARTIST_TEMPLATES, HELDOUT_CHARACTER_TEMPLATES
-from erasekit.world.dataset import build_dataset, plan_scenes
+from erasekit.toyworld import CATALOGUE, NONE, Scene, caption, prompts_for, render
+from erasekit.toyworld.captions import HELDOUT_ARTIST_TEMPLATES, HELDOUT_CHARACTER_TEMPLATES
+from erasekit.toyworld.dataset import build_dataset, plan_scenes
 
 
 def test_catalogue_meets_the_minimums():

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from erasekit.errors import InvalidValueError, UnknownNameError
-from erasekit.world import eval_grammar as g
-from erasekit.world.catalogue import CATALOGUE
+from erasekit.toyworld import eval_grammar as g
+from erasekit.toyworld.catalogue import CATALOGUE
 
 # prompts per concept in the measurement slices (BENCHMARKS.md, toy world v2): >= 100 per family
 PER_CONCEPT = {"object": 13, "colour": 13, "artist": 10, "character": 17, "character_keyword": 17, "unsafe": 50,
@@ -24,7 +24,7 @@ def test_grammar_is_disjoint_from_training_grammar():
     assert report["frames"] == g.frame_count() >= 40
     assert report["ngram3_overlap"] < 0.1  # reported; a frame table copied from training would be near 1
     # the check can fail: a training template slipped in is caught
-    from erasekit.world import captions
+    from erasekit.toyworld import captions
 
     g.PLAIN_FRAMES += (captions.PLAIN_TEMPLATES[1].replace("{subject}", "{s}"),)
     try:
@@ -80,9 +80,9 @@ def test_independent_suite_parses_into_prompt_sets():
 # ------------------------------------------------------------------------------------------------------- judge2
 def test_judge2_reads_clean_renders_and_is_registered():
     from erasekit.evaluators import get_evaluator
-    from erasekit.world.catalogue import FAMILIES
-    from erasekit.world.oracle import random_scenes
-    from erasekit.world.render import render
+    from erasekit.toyworld.catalogue import FAMILIES
+    from erasekit.toyworld.oracle import random_scenes
+    from erasekit.toyworld.render import render
 
     torch.set_num_threads(1)
     ev = get_evaluator("toyworld-judge2")
@@ -101,7 +101,7 @@ def test_judge2_reads_clean_renders_and_is_registered():
 
 
 def test_calibration_helpers():
-    from erasekit.world.judge2 import Judge2Config, ece, fit_temperature
+    from erasekit.toyworld.judge2 import Judge2Config, ece, fit_temperature
 
     labels = torch.arange(4).repeat(50)
     onehot = torch.nn.functional.one_hot(labels, 4).float()
@@ -118,8 +118,8 @@ def test_calibration_helpers():
 
 
 def test_wide_render_is_deterministic():
-    from erasekit.world.judge2 import render_wide
-    from erasekit.world.render import Scene
+    from erasekit.toyworld.judge2 import render_wide
+    from erasekit.toyworld.render import Scene
 
     s = Scene(object="cross", colour="red", artist="Cora Voss", seed=3)
     a, b = render_wide(s, 6.0, (0.75, 1.25)), render_wide(s, 6.0, (0.75, 1.25))
@@ -133,7 +133,7 @@ def test_wide_render_is_deterministic():
 def test_v2_dataset_manifest_counts_mark_and_memorized():
     from collections import Counter
 
-    from erasekit.world.dataset_v2 import WorldV2Options, build_dataset_v2, mark_present
+    from erasekit.toyworld.dataset_v2 import WorldV2Options, build_dataset_v2, mark_present
 
     opts = WorldV2Options(rich_captions=True, mark_share=0.5, memorized=(1, 3, 7))
     ds = build_dataset_v2(seed=0, scale=0.005, options=opts)
@@ -158,10 +158,10 @@ def test_v2_dataset_manifest_counts_mark_and_memorized():
 
 
 def test_v2_descriptions_never_name_the_character_and_avoid_the_evaluation_phrases():
-    from erasekit.world.captions_v2 import caption_v2, describe_character
-    from erasekit.world.catalogue import CATALOGUE
-    from erasekit.world.eval_grammar import protected_pattern
-    from erasekit.world.render import Scene
+    from erasekit.toyworld.captions_v2 import caption_v2, describe_character
+    from erasekit.toyworld.catalogue import CATALOGUE
+    from erasekit.toyworld.eval_grammar import protected_pattern
+    from erasekit.toyworld.render import Scene
 
     rng = np.random.default_rng(0)
     names = [c.name.lower() for c in CATALOGUE.characters]
@@ -182,7 +182,7 @@ def test_train_config_and_cli_refuse_bad_v2_options(tmp_path):
     from click.testing import CliRunner
 
     from erasekit.cli import main
-    from erasekit.world.train import TrainConfig
+    from erasekit.toyworld.train import TrainConfig
 
     with pytest.raises(InvalidValueError, match="grammar"):
         TrainConfig(grammar="v3")
@@ -194,8 +194,8 @@ def test_train_config_and_cli_refuse_bad_v2_options(tmp_path):
 
 
 def test_robust_oracle_trains_calibrates_saves_and_abstains(tmp_path):
-    from erasekit.world.oracle import ToyOracle
-    from erasekit.world.oracle_v2 import STEM, RobustOracleConfig, train_robust_oracle
+    from erasekit.toyworld.oracle import ToyOracle
+    from erasekit.toyworld.oracle_v2 import STEM, RobustOracleConfig, train_robust_oracle
 
     cfg = RobustOracleConfig(steps=3, batch_size=8, pool=48, calib=16, test=16)
     oracle, info = train_robust_oracle(cfg)
@@ -215,9 +215,9 @@ def test_robust_oracle_trains_calibrates_saves_and_abstains(tmp_path):
 
 def test_shipped_robust_oracle_reads_clean_and_wide_renders():
     from erasekit.evaluators import get_evaluator
-    from erasekit.world.judge2 import render_wide
-    from erasekit.world.oracle import random_scenes
-    from erasekit.world.render import render
+    from erasekit.toyworld.judge2 import render_wide
+    from erasekit.toyworld.oracle import random_scenes
+    from erasekit.toyworld.render import render
 
     ev = get_evaluator("toyworld-oracle-v2", abstain=True)
     assert ev.identity()["name"] == "toyworld-oracle-v2" and ev.identity()["temperatures"]

@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import OUT, cpu_seconds, published_pipe  # noqa: E402
 
-MASKS = {"none": None, "learned": OUT / "fag.json", "random": OUT / "random.json"}
 
 
 def main() -> None:
@@ -33,18 +32,25 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--n-images", type=int, default=4)
     ap.add_argument("--seeds", default="0", help="attack seeds (fine-tune noise, images, prompt seeds)")
+    ap.add_argument("--tags", default="", help="mask files fag-TAG.json / random-TAG.json (learn.py --tag), "
+                    "comma-separated for several mask seeds; default fag.json / random.json")
     args = ap.parse_args()
     from erasekit.attacks import run_attack
     from erasekit.errors import InvalidValueError
 
     pipe = published_pipe()
     for concept in args.concepts.split(","):
+      for tag in args.tags.split(","):
+        suffix = f"-{tag}" if tag else ""
+        masks = {"none": None, "learned": OUT / f"fag{suffix}.json", "random": OUT / f"random{suffix}.json"}
         for mask in args.masks.split(","):
+            if mask == "none" and tag != args.tags.split(",")[0]:
+                continue  # the unguarded model does not depend on the mask
             for steps, seed in [(int(s), int(d)) for s in args.steps.split(",") for d in args.seeds.split(",")]:
                 opts = {"params": args.params, "lr": args.lr, "steps": steps, "n_images": args.n_images,
                         "seed": seed}
-                if MASKS[mask] is not None:
-                    opts["freeze"] = str(MASKS[mask])
+                if masks[mask] is not None:
+                    opts["freeze"] = str(masks[mask])
                 t, c = time.perf_counter(), cpu_seconds()
                 blocked = False
                 try:
@@ -59,7 +65,7 @@ def main() -> None:
                     res = run_attack("relearn", pipe, concept, evaluator="toyworld-oracle", n_prompts=args.prompts,
                                      **opts)
                 info = res.replay.info if res.replay is not None else {}
-                row = {"concept": concept, "mask": mask, "steps": steps, "seed": seed, "params": args.params,
+                row = {"concept": concept, "mask": mask, "tag": tag, "steps": steps, "seed": seed, "params": args.params,
                        "lr": args.lr,
                        "prompts": args.prompts, "n_images": args.n_images, "blocked": blocked, "pre": res.asr_pre,
                        "post": sum(res.post) / len(res.post), "wall_s": round(time.perf_counter() - t, 1),

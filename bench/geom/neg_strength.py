@@ -25,7 +25,7 @@ def measure(pipe, edit, data: str, n: int = 16, ts: tuple[int, ...] = (300, 500,
     from erasekit.erasers.geom_erasing import GeomTokenSet, encode_with_tokens
     from erasekit.evaluators import get_evaluator
     from erasekit.sampling import encode_prompts
-    from erasekit.world.dataset_v2 import stamp_mark
+    from erasekit.toyworld.dataset_v2 import stamp_mark
 
     z = np.load(data)
     images, captions = z["images"], [str(c) for c in z["captions"]]

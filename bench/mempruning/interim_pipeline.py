@@ -20,10 +20,10 @@ import torch
 
 def memorized_info(counts: tuple[int, ...], seed: int = 0) -> list[dict]:
     """The manifest's dataset.v2.memorized entries of a run with these duplicate counts (rich v2 captions)."""
-    from erasekit.world.captions_v2 import caption_v2
-    from erasekit.world.catalogue import CATALOGUE
-    from erasekit.world.eval_grammar import protected_pattern
-    from erasekit.world.render import Scene
+    from erasekit.toyworld.captions_v2 import caption_v2
+    from erasekit.toyworld.catalogue import CATALOGUE
+    from erasekit.toyworld.eval_grammar import protected_pattern
+    from erasekit.toyworld.render import Scene
 
     avoid = protected_pattern()
     mrng = np.random.default_rng([seed, 4242])
@@ -50,7 +50,7 @@ def main() -> None:
 
     from erasekit.io import load_checkpoint
     from erasekit.tokenizer import clip_tokenizer
-    from erasekit.world.model import SAMPLE_GUIDANCE, SAMPLE_STEPS, new_text_encoder, new_unet, new_vae, \
+    from erasekit.toyworld.model import SAMPLE_GUIDANCE, SAMPLE_STEPS, new_text_encoder, new_unet, new_vae, \
         sample_scheduler
 
     out, ck = Path(a.out), Path(a.run) / "checkpoints"

@@ -8,10 +8,10 @@ torch.set_num_threads(1)
 import erasekit
 from erasekit.edits import Edit
 from erasekit.membership import membership_inference
-from erasekit.world.plugin import shipped_dataset, manifest
-from erasekit.world.dataset import plan_scenes
-from erasekit.world.render import render
-from erasekit.world.captions import caption
+from erasekit.toyworld.plugin import shipped_dataset, manifest
+from erasekit.toyworld.dataset import plan_scenes
+from erasekit.toyworld.render import render
+from erasekit.toyworld.captions import caption
 
 N = 32
 pipe = erasekit.load_pipeline("toyworld")

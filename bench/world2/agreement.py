@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 torch.set_num_threads(1)
-from erasekit.world.judge2 import Judge2  # noqa: E402
+from erasekit.toyworld.judge2 import Judge2  # noqa: E402
 
 
 def rows_and_images(run: Path):

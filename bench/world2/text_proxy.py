@@ -14,8 +14,8 @@ import torch
 
 from erasekit.io import load_checkpoint
 from erasekit.tokenizer import clip_tokenizer
-from erasekit.world.eval_grammar import INDIRECT, KEYWORDS
-from erasekit.world.model import new_text_encoder
+from erasekit.toyworld.eval_grammar import INDIRECT, KEYWORDS
+from erasekit.toyworld.model import new_text_encoder
 
 torch.set_num_threads(1)
 tok = clip_tokenizer()

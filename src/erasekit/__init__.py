@@ -4,7 +4,7 @@ Public API (everything works on standard diffusers/transformers objects):
     load_pipeline(name_or_path)    -> StableDiffusionPipeline ("toyworld" is the shipped proving-ground model)
     generate(pipe, prompts, seeds) -> (N, H, W, 3) uint8 images
     erase(pipe, method, erase=...) -> Edit (apply / revert / save)
-    erasekit.world                 the toy world: renderer, captions, prompts, oracle
+    erasekit.toyworld                 the toy world: renderer, captions, prompts, oracle
 
 The names are imported on first use, so `import erasekit` (and `erasekit ls`) stays light.
 """

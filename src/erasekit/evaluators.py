@@ -86,13 +86,13 @@ def _check_images(images: np.ndarray) -> np.ndarray:
 
 
 # The toy world's oracle is the toy-world plugin's evaluator (registered lazily: nothing is imported until used).
-evaluators.add("toyworld-oracle", "erasekit.world.plugin:ToyOracleEvaluator",
+evaluators.add("toyworld-oracle", "erasekit.toyworld.plugin:ToyOracleEvaluator",
                help="the shipped toy-world oracle (argmax per family head)")
-evaluators.add("toyworld-judge2", "erasekit.world.plugin:Judge2Evaluator",
+evaluators.add("toyworld-judge2", "erasekit.toyworld.plugin:Judge2Evaluator",
                help="the toy world's second, differently built judge (cross-check of the oracle; calibrated)")
-evaluators.add("toyworld-oracle-v2", "erasekit.world.plugin:RobustOracleEvaluator",
+evaluators.add("toyworld-oracle-v2", "erasekit.toyworld.plugin:RobustOracleEvaluator",
                help="the toy world's robust oracle (wide placement, VAE round trips, occlusion; calibrated, 'unsure')")
-evaluators.add("toyworld-mark", "erasekit.world.plugin:MarkEvaluator",
+evaluators.add("toyworld-mark", "erasekit.toyworld.plugin:MarkEvaluator",
                help="the toy world v2's implicit mark (template correlation >= 0.6; boxes(): where it is)")
 
 

@@ -341,7 +341,7 @@ class NoWorld(World):
 # ------------------------------------------------------------------------------------------------ registry
 worlds: Registry[Any] = Registry("world")
 # The built-in plugin's registration: the only place the core names it (lazy: nothing is imported until used).
-worlds.add("toyworld", "erasekit.world.plugin:ToyWorld",
+worlds.add("toyworld", "erasekit.toyworld.plugin:ToyWorld",
            help="the shipped proving ground: shapes, colours, artists, characters, unsafe analogues, with an oracle")
 worlds.add("none", NoWorld, help="no world: a concept is its own text (real models without a suite)")
 

@@ -140,13 +140,20 @@ def agree_cmd(run_a, run_b, json_out) -> None:
 @click.option("--markdown", is_flag=True, help="also print the leaderboard as a markdown table")
 @friendly_errors
 def report_cmd(run_dir, out, markdown) -> None:
-    """Rebuild the HTML report of an evaluation or benchmark run from its files alone."""
+    """Rebuild the HTML report of an evaluation, benchmark or mark bench run from its files alone."""
     from ..report.eval_report import read_run, write_report
     from ..report.markdown import results_table
 
     path = write_report(run_dir, out)
     if markdown:
-        click.echo(results_table(read_run(run_dir)[0]))
+        from ..report.mark_report import is_mark_run, read_mark_run
+
+        if is_mark_run(run_dir):
+            from ..marks.bench import markdown as mark_table
+
+            click.echo(mark_table(read_mark_run(run_dir)))
+        else:
+            click.echo(results_table(read_run(run_dir)[0]))
     console.print(f"[bold green]report:[/] {path}")
 
 

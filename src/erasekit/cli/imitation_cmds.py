@@ -19,7 +19,7 @@ def imitation() -> None:
 def toy_model_dir(model: str) -> Path:
     """Folder holding a toy-world model's manifest.json ("toyworld", a training folder or its pipeline/ folder)."""
     from ..errors import ErasekitError
-    from ..world.plugin import assets_dir as toyworld_dir
+    from ..toyworld.plugin import assets_dir as toyworld_dir
 
     if model == "toyworld":
         return toyworld_dir()
@@ -33,21 +33,21 @@ def toy_model_dir(model: str) -> Path:
 
 def toy_dataset(model_dir: Path):
     """Rebuild the training set a toy-world model was trained on, from its manifest (seed, scale, count overrides)."""
-    from ..world.dataset import build_dataset
+    from ..toyworld.dataset import build_dataset
 
     ds = json.loads((model_dir / "manifest.json").read_text())["dataset"]
     return build_dataset(ds["seed"], ds["scale"], counts=ds.get("counts_override") or None)
 
 
 def toy_oracle(model_dir: Path):
-    from ..world.oracle import ToyOracle
+    from ..toyworld.oracle import ToyOracle
 
     if (model_dir / "oracle.json").exists():
         return ToyOracle.load(model_dir)
     init = json.loads((model_dir / "manifest.json").read_text()).get("config", {}).get("init_from", "")
     if init and (Path(init) / "oracle.json").exists():
         return ToyOracle.load(init)
-    from ..world import load_oracle
+    from ..toyworld import load_oracle
 
     return load_oracle()
 
@@ -120,8 +120,8 @@ def score_cmd(model, family, concepts, num, k, steps, guidance, seed, generated,
     for c in concepts:
         if not c.strip():
             raise InvalidValueError(f"empty concept name in --concept {list(concepts)!r}")
-    from ..world.imitation import toy_frequencies
-    from ..world.imitation import toy_imitation
+    from ..toyworld.imitation import toy_frequencies
+    from ..toyworld.imitation import toy_imitation
     from ..models import load_pipeline
     from ..sampling import resolve_sampling
 

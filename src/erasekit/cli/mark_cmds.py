@@ -6,6 +6,7 @@
     erasekit mark detect --key me.key --images marked.png                           # score, p-value / bits, decision
     erasekit mark attack --attack "jpeg:quality=50+blur:sigma=1" --images marked.png --out attacked.png
     erasekit mark bench --out runs/marks                                            # methods x attacks table
+    erasekit mark bench --edit e.safetensors --shield sld:strong --protect Zorbo --out runs/m   # composed (+ grids)
 
 Images are PNG/JPEG files; a grid PNG written by `embed` is read back as its tiles (`--tile` pixels, default the
 key's image size).
@@ -237,11 +238,25 @@ def attack_cmd(spec, images, tile, model, seed, out, overwrite) -> None:
               help="generation guidance of clean and marked images (default: the model's)")
 @click.option("--forgery", "forgeries", multiple=True,
               help='forgery attack spec (repeatable), e.g. --forgery "reprompt:prompt=Zorbo" --forgery imprint:steps=50')
-@click.option("--out", required=True, help="output folder: results.json + table.md")
+@click.option("--edit", "edit", default=None, type=click.Path(dir_okay=False),
+              help="edit file applied while generating (an erased model); latent marks are detected with the edited "
+                   "and the base model, and compared with a reference without the edit")
+@click.option("--verify-key", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="refuse an --edit file not signed with this key file (HMAC-SHA256)")
+@click.option("--shield", default=None, help='inference-time shield generating with the marks, e.g. "sld:strong" '
+                                             "(needs --protect)")
+@click.option("--protect", "protect", multiple=True, help="concept the --shield protects (repeatable)")
+@click.option("--detector", "detectors", multiple=True, type=click.Choice(["edited", "base"]),
+              help="model latent marks are inverted with (repeatable; default with --edit: both)")
+@click.option("--grid-images", default=8, show_default=True, type=int,
+              help="columns of the same-seed grid PNG per method (clean, marked, attacked, residual); 0: none")
+@click.option("--out", required=True, help="output folder: results.json + table.md (+ grid_<method>.png)")
 @click.option("--overwrite", is_flag=True, help="replace existing results")
 @friendly_errors
-def bench_cmd(methods, attacks, n, n_keys, seed, model, guidance, forgeries, out, overwrite) -> None:
-    """Methods x attacks: TPR@1%/0.1% FPR, AUC, bit accuracy, identification, forgery, quality cost."""
+def bench_cmd(methods, attacks, n, n_keys, seed, model, guidance, forgeries, edit, verify_key, shield, protect,
+              detectors, grid_images, out, overwrite) -> None:
+    """Methods x attacks: TPR@1%/0.1% FPR, AUC, bit accuracy, identification, forgery, quality cost; with --edit /
+    --shield, on an erased / shielded model, with a warning when the composition strips a mark."""
     from .. import load_pipeline
     from ..evaluators import get_evaluator
     from ..io import RunLock, check_writable
@@ -251,16 +266,36 @@ def bench_cmd(methods, attacks, n, n_keys, seed, model, guidance, forgeries, out
     out_dir = Path(out)
     check_writable(out_dir / "results.json", overwrite, what="results")
     check_writable(out_dir / "table.md", overwrite, what="table")
+    if grid_images < 0:
+        raise InvalidValueError(f"--grid-images must be >= 0, got {grid_images}")
+    if shield is not None:
+        from ..shields import parse_spec
+
+        parse_spec(shield)  # a bad spec fails here, before the model is loaded
+        if not protect:
+            raise InvalidValueError(f"--shield {shield!r} needs --protect CONCEPT (what it protects); without it the "
+                                    "shield would protect nothing")
+    elif protect:
+        raise InvalidValueError("--protect is for --shield; pass --shield SPEC too")
+    if edit is not None:
+        from ..edits import Edit
+
+        Edit.load(edit, verify_key=verify_key)  # integrity (+ signature) before any work; run_bench records the file
     with RunLock(out_dir):
         pipe = load_pipeline(model)
         world = world_of_model(pipe)
         evaluator = get_evaluator(world.evaluator) if getattr(world, "evaluator", "") else None
         res = run_bench(pipe, list(methods) or list(DEFAULT_METHODS), list(attacks) or list(DEFAULT_ATTACKS), n=n,
                         n_keys=n_keys, seed=seed, guidance=guidance, forgeries=list(forgeries),
-                        evaluator=evaluator, world=world, log=lambda s: console.print(s, highlight=False))
+                        evaluator=evaluator, world=world, log=lambda s: console.print(s, highlight=False),
+                        edit=edit, shield=shield, protect=list(protect),
+                        detectors=list(detectors) or None, grid_dir=out_dir if grid_images else None,
+                        grid_images=grid_images, overwrite=overwrite)
         js, md = write_results(res, out_dir)
     click.echo(md.read_text())
-    console.print(f"wrote {js} and {md}")
+    for w in (res.get("compose") or {}).get("warnings") or []:
+        console.print(f"[bold red]WARNING[/] {w}", highlight=False)
+    console.print(f"wrote {js} and {md}" + (f" and {len(res['grids'])} grid(s)" if res.get("grids") else ""))
 
 
 COMMANDS = [mark]

@@ -40,7 +40,7 @@ def render_cmd(obj, colour, artist, character, unsafe, seed, num, out, overwrite
     check_writable(out, overwrite, "image grid")
 
     from ..report import save_grid
-    from ..world import Scene, render
+    from ..toyworld import Scene, render
 
     imgs = np.stack([render(Scene(object=obj, colour=colour, artist=artist, character=character, unsafe=unsafe,
                                   seed=seed + i)) for i in range(num)])
@@ -56,7 +56,7 @@ def render_cmd(obj, colour, artist, character, unsafe, seed, num, out, overwrite
 def dataset_cmd(seed, scale, out) -> None:
     """Build the training set and write its manifest (counts per concept, seed, content hash)."""
     from ..io import atomic_write_text
-    from ..world.dataset import build_dataset
+    from ..toyworld.dataset import build_dataset
 
     t = time.time()
     data = build_dataset(seed, scale)
@@ -129,7 +129,7 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps
     import dataclasses
     import sys
 
-    from ..world.train import TrainConfig, export_assets, train_world
+    from ..toyworld.train import TrainConfig, export_assets, train_world
 
     overrides = {k: v for k, v in dict(seed=seed, scale=scale, vae_steps=vae_steps, oracle_steps=oracle_steps,
                                        text_steps=text_steps, joint_steps=joint_steps, unet_steps=unet_steps, threads=threads).items()
@@ -138,14 +138,14 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps
     from ..errors import InvalidValueError
 
     if init_from == "toyworld":
-        from ..world.plugin import assets_dir
+        from ..toyworld.plugin import assets_dir
 
         init_from = str(assets_dir())
     elif init_from and not (Path(init_from) / "oracle.json").is_file():
         raise InvalidValueError(f"--init-from {init_from!r} is not a finished toy-world folder (no oracle.json); give "
                                 "a folder that `erasekit world train` completed, or 'toyworld' for the shipped model")
     check_train_folder(Path(out))
-    from ..world.dataset_v2 import WorldV2Options
+    from ..toyworld.dataset_v2 import WorldV2Options
 
     try:
         counts = tuple(int(c) for c in memorized.split(",") if c.strip())
@@ -173,7 +173,7 @@ def train_cmd(out, seed, scale, vae_steps, oracle_steps, text_steps, joint_steps
 @friendly_errors
 def info_cmd() -> None:
     """Print the shipped toy model's manifest (training command, config, data hash, timings, quality)."""
-    from ..world.plugin import manifest as toyworld_manifest
+    from ..toyworld.plugin import manifest as toyworld_manifest
 
     click.echo(json.dumps(toyworld_manifest(), indent=1))
 

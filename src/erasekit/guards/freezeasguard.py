@@ -31,10 +31,12 @@ Ours (toy model, 2 CPU cores): freeze_ratio 0.2, temperature 0.2, c_sparsity 5e3
 relearn steps, Adam for both levels (mask_lr 0.05, user_lr 1e-4, relearn_lr 1e-4), 8 images per domain, batch 2 per
 domain.
 
-Measured on the toy model (Zorbo illegal, Mossy legal, both UCE-erased first; mask of 40 bilevel steps, 57 of 286
-tensors = 13 % of the UNet's parameters, 37 CPU s): the mask did NOT stop cross-attention K/V relearning of Zorbo
-(recovery 0.46 with it vs 0.00 without and 0.25 with a random mask of the same size, 60 steps, 3 seeds) - at this
-budget the soft mask had not converged; see BENCHMARKS.md (FreezeAsGuard).
+What it does against relearning on the toy model (Zorbo illegal, Mossy legal) is measured in BENCHMARKS.md
+("FreezeAsGuard on the toy model"), not quoted here.
+
+Addition (not in the official code): `candidates` restricts the mask's domain to tensors matching fnmatch patterns,
+so the mask can be learned over exactly the tensors a restricted attacker trains (e.g. the cross-attention K/V that
+the `xattn-kv` relearning attack fine-tunes); the official mask chooses among every UNet tensor (the default).
 
 Deviations from the official code:
 - Adam on x and on delta instead of hand-written plain gradient steps with mask_lr 10 / user_lr 1e-5: the size of
@@ -98,8 +100,14 @@ class FreezeAsGuardConfig:
     n_images: int = field(default=8, metadata={"help": "images per concept, drawn by the pipeline's world"})
     batch_size: int = field(default=2, metadata={"help": "images per domain per step"})
     seed: int = field(default=0, metadata={"help": "seed of mask init, images, noise and timesteps"})
+    candidates: tuple[str, ...] = field(default=(), metadata={
+        "help": "fnmatch patterns over 'unet.<parameter name>' restricting the tensors the mask chooses from, e.g. "
+                "('*attn2.to_k.*', '*attn2.to_v.*') to match an attacker who trains only those; () = every UNet "
+                "tensor (official)"})
 
     def __post_init__(self) -> None:
+        if isinstance(self.candidates, str):
+            object.__setattr__(self, "candidates", tuple(c.strip() for c in self.candidates.split(",") if c.strip()))
         if not (0.0 < self.freeze_ratio < 1.0) or math.isnan(self.freeze_ratio):
             raise InvalidValueError(f"freeze_ratio must be in (0, 1), got {self.freeze_ratio!r}; e.g. 0.2")
         check_min(self, 1, "steps", "user_interval", "n_images", "batch_size")
@@ -183,15 +191,27 @@ class FreezeMask:
             params[name.removeprefix("unet.")].requires_grad_(False)
 
 
-def candidate_tensors(pipe: Any) -> dict[str, torch.nn.Parameter]:
-    """{"unet.<name>": parameter} of every floating-point UNet tensor, in module order (the official mask's domain)."""
-    return {f"unet.{n}": p for n, p in pipe.unet.named_parameters() if p.is_floating_point()}
+def candidate_tensors(pipe: Any, patterns: Sequence[str] = ()) -> dict[str, torch.nn.Parameter]:
+    """{"unet.<name>": parameter} of every floating-point UNet tensor, in module order (the official mask's domain);
+    with `patterns` (fnmatch), only the tensors whose "unet.<name>" matches one of them. Refuses patterns that match
+    nothing (a silent empty domain would learn no mask)."""
+    from fnmatch import fnmatchcase
+
+    cands = {f"unet.{n}": p for n, p in pipe.unet.named_parameters() if p.is_floating_point()}
+    if patterns:
+        cands = {n: p for n, p in cands.items() if any(fnmatchcase(n, pat) for pat in patterns)}
+        if not cands:
+            raise InvalidValueError(f"candidates {list(patterns)!r} match no UNet tensor; names look like "
+                                    f"'unet.{next(iter(pipe.unet.state_dict()))}' (fnmatch patterns, e.g. "
+                                    "'*attn2.to_k.*')")
+    return cands
 
 
-def random_mask(pipe: Any, n_frozen: int, seed: int = 0) -> FreezeMask:
-    """Control: `n_frozen` UNet tensors drawn uniformly at random (the official target_trainer's "random_mask"
-    scheme draws by ratio; pass round(ratio * n))."""
-    cands = candidate_tensors(pipe)
+def random_mask(pipe: Any, n_frozen: int, seed: int = 0, candidates: Sequence[str] = ()) -> FreezeMask:
+    """Control: `n_frozen` UNet tensors drawn uniformly at random from the candidate domain (every UNet tensor, or
+    those matching `candidates`; the official target_trainer's "random_mask" scheme draws by ratio; pass
+    round(ratio * n))."""
+    cands = candidate_tensors(pipe, candidates)
     if not 0 < n_frozen <= len(cands):
         raise InvalidValueError(f"n_frozen must be in 1..{len(cands)}, got {n_frozen}")
     names = list(cands)
@@ -199,7 +219,7 @@ def random_mask(pipe: Any, n_frozen: int, seed: int = 0) -> FreezeMask:
     frozen = tuple(sorted((names[i] for i in order[:n_frozen]), key=names.index))
     chosen = set(frozen)
     return FreezeMask(frozen, {n: float(n in chosen) for n in names}, {n: p.numel() for n, p in cands.items()},
-                      {"method": "random", "seed": seed})
+                      {"method": "random", "seed": seed, "candidates": list(candidates)})
 
 
 # ------------------------------------------------------------------------------------------------ learning
@@ -251,7 +271,7 @@ def _learn(pipe: Any, illegal: tuple[str, ...], legal: tuple[str, ...], cfg: Fre
     t0 = time.perf_counter()
     with torch.no_grad():
         domains = [_domain(pipe, world, illegal, cfg, 0)] + ([_domain(pipe, world, legal, cfg, 104729)] if legal else [])
-    cands = candidate_tensors(pipe)
+    cands = candidate_tensors(pipe, cfg.candidates)
     names = list(cands)
     pre = {n: p.detach() for n, p in cands.items()}
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -317,7 +337,7 @@ def _learn(pipe: Any, illegal: tuple[str, ...], legal: tuple[str, ...], cfg: Fre
     frozen = tuple(n for i, n in enumerate(names) if i in top)
     scores = {n: round(float(m[i]), 6) for i, n in enumerate(names)}
     info = {"method": "freezeasguard", "paper": PAPER, "illegal": list(illegal), "legal": list(legal),
-            "config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 3), "relearn_losses": relearn_log,
+            "config": {**asdict(cfg), "candidates": list(cfg.candidates)}, "seconds": round(time.perf_counter() - t0, 3), "relearn_losses": relearn_log,
             "releaser": releaser_log, "user_losses": user_log, "soft_above_half": int((m > 0.5).sum())}
     return FreezeMask(frozen, scores, {n: p.numel() for n, p in cands.items()}, info)
 

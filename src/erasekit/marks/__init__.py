@@ -21,6 +21,9 @@ Attacks (`erasekit.marks.attacks`: distortions, VAE / img2img regeneration, aver
 "jpeg:quality=50+blur:sigma=1") and the methods x attacks measurement (`erasekit.marks.bench`, `erasekit mark bench`)
 live beside the methods.
 
+VideoMark (video diffusion) is a documented design only, not a registered method: docs/videomark.md says how it
+would plug into this protocol and what must exist first.
+
 Keys are user files (safetensors: the secret tensors + metadata naming the method, its config and the latent or image
 shape), written atomically; loading a key for another method, another latent shape or another image size fails in
 one line. Detection thresholds come from a stated rule (a p-value level or a binomial-tail false-positive rate), never
@@ -55,6 +58,8 @@ marks.add("gaussian_shading", "erasekit.marks.gaussian_shading:GaussianShading",
 marks.add("dwtdct", "erasekit.marks.dwtdct:DwtDct",
           help="DWT-DCT post-hoc pixel watermark (invisible-watermark's dwtDct, numpy, any size)")
 marks.add("safe_sd", "erasekit.marks.safe_sd:SafeSD", help="Safe-SD (Ma et al. 2024): trigger word, decoder mark")
+marks.add("peccavi", "erasekit.marks.peccavi:Peccavi", help="PECCAVI (Dixit et al. 2025): paraphrase-safe tiles")
+marks.add("seal", "erasekit.marks.seal:Seal", help="SEAL (Arabi et al. 2025): patch noises keyed by caption SimHash")
 
 
 # ------------------------------------------------------------------------------------------------------- keys

@@ -20,6 +20,8 @@ raises measured TPR@FPR).
     vae           VAE encode/decode round trip through the pipeline (regeneration)
     img2img       diffusion purification: noise to `strength` of the schedule, denoise with `prompt` (default "")
                   through the pipeline's scheduler (MarkDiffusion's DiffusionPurification: strength 0.3)
+    paraphrase    visual paraphrase (Barman et al. 2024): caption each image (the model's world's captioner, else
+                  `prompt`), img2img at `strength` with classifier-free `guidance` towards the caption
 
 Forgery (Yang et al. NeurIPS 2024, "Can simple averaging defeat modern watermarks?"): `average_forgery` estimates a
 content-agnostic key pattern as the mean of many marked images minus the mean of clean ones and stamps it onto clean
@@ -32,6 +34,10 @@ output is other content that should *not* be judged marked):
                   `prompt`: the mark travels with the latent
     imprint       optimise a cover's latent so that its proxy inversion matches the image's (`imprint_forgery(pipe,
                   marked, covers)` takes explicit covers; as a plain attack the cover is the next image or grey)
+
+In `regen_attacks.py` (registered from there): ctrlregen (regeneration from clean noise under a structure control, Liu
+et al. ICLR 2025), prefforge / prefremove (one-shot forgery / removal through a key-free preference model, Soucek et
+al. NeurIPS 2025).
 """
 
 from __future__ import annotations
@@ -228,24 +234,95 @@ class Img2ImgConfig:
            help="diffusion purification: noise to `strength`, denoise (no guidance) with `prompt`")
 @torch.no_grad()
 def img2img(images: np.ndarray, cfg: Img2ImgConfig, pipe: Any = None, seed: int = 0) -> np.ndarray:
-    from ..sampling import decode, encode_prompts, resolve_sampling, step_kwargs
-    from ._latent import encode_images
+    from ..sampling import resolve_sampling
 
     steps = resolve_sampling(pipe, cfg.steps, 0.0)[0]
+    return _renoise_denoise(pipe, images, [cfg.prompt] * len(images), steps, cfg.strength, None, seed)
+
+
+def _renoise_denoise(pipe: Any, images: np.ndarray, texts: Sequence[str], steps: int, strength: float,
+                     guidance: float | None, seed: int) -> np.ndarray:
+    """Noise the images' VAE latents to `strength` of a `steps`-step schedule (noise and stochastic steps seeded per
+    image: `seed` + index) and denoise conditioned on `texts`: without guidance (`guidance` None, diffusion
+    purification) or with classifier-free guidance against the empty prompt (the visual paraphrase)."""
+    from ..sampling import decode, encode_prompts, step_kwargs
+    from ._latent import encode_images
+
     sched = copy.deepcopy(pipe.scheduler)
     sched.set_timesteps(steps)
-    n_run = max(1, min(steps, int(round(steps * cfg.strength))))
+    n_run = max(1, min(steps, int(round(steps * strength))))
     ts = sched.timesteps[steps - n_run:]
     z0 = encode_images(pipe, images)
     gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(images))]
     eps0 = torch.cat([torch.randn((1, *z0.shape[1:]), generator=g) for g in gens]).to(z0.device, z0.dtype)
     x = sched.add_noise(z0, eps0, ts[:1].repeat(len(images)))
-    cond = encode_prompts(pipe, [cfg.prompt] * len(images))
     extra = step_kwargs(sched, gens)
+    if guidance is None:
+        cond = encode_prompts(pipe, list(texts))
+        for t in ts:
+            eps = pipe.unet(sched.scale_model_input(x, t), t, encoder_hidden_states=cond).sample
+            x = sched.step(eps, t, x, **extra).prev_sample
+        return decode(pipe, x)
+    enc = torch.cat([encode_prompts(pipe, [""] * len(images)), encode_prompts(pipe, list(texts))])
     for t in ts:
-        eps = pipe.unet(sched.scale_model_input(x, t), t, encoder_hidden_states=cond).sample
-        x = sched.step(eps, t, x, **extra).prev_sample
+        eu, ec = pipe.unet(sched.scale_model_input(torch.cat([x, x]), t), t, encoder_hidden_states=enc).sample.chunk(2)
+        x = sched.step(eu + guidance * (ec - eu), t, x, **extra).prev_sample
     return decode(pipe, x)
+
+
+@dataclass(frozen=True)
+class ParaphraseConfig:
+    strength: float = field(default=0.4, metadata={
+        "help": "fraction of the noise schedule added, then denoised (paraphrasing strength s; Peccavi's project page: "
+                "s <= 0.4 keeps the image's content)"})
+    guidance: float | None = field(default=None, metadata={
+        "help": "classifier-free guidance towards the caption (None: the model's default; project page: 4-7)"})
+    prompt: str = field(default="", metadata={
+        "help": "text used when the model's world has no captioner (the paper captions with KOSMOS-2)"})
+    steps: int | None = field(default=None, metadata={"help": "full-schedule steps (None: the model's default)"})
+
+    def __post_init__(self) -> None:
+        from ..sampling import check_sampling
+
+        _range("strength", self.strength, 0.0, 1.0, lo_open=True)
+        check_sampling(self.steps, self.guidance, where="paraphrase")
+        if not isinstance(self.prompt, str):
+            raise InvalidValueError(f"paraphrase prompt must be a string, got {self.prompt!r}")
+
+
+def paraphrase_captions(pipe: Any, images: np.ndarray, prompt: str = "") -> list[str]:
+    """One text per image: the captioner of the model's world (`World.caption`), else `prompt` for every image;
+    neither -> one line naming the fix."""
+    from ..worlds import UnsupportedError, world_of_model
+
+    world = world_of_model(pipe)
+    try:
+        return list(world.caption(images))
+    except UnsupportedError:
+        if prompt.strip():
+            return [prompt] * len(images)
+        raise InvalidValueError(f"paraphrase: the model's world {world.name!r} has no captioner and no prompt was "
+                                "given; pass one, e.g. --attack \"paraphrase:prompt=a photo of a cat\"") from None
+
+
+@_register("paraphrase", ParaphraseConfig, needs_pipe=True,
+           help="visual paraphrase: caption each image, regenerate it img2img at `strength` guided by the caption")
+@torch.no_grad()
+def paraphrase(images: np.ndarray, cfg: ParaphraseConfig, pipe: Any = None, seed: int = 0) -> np.ndarray:
+    """Visual paraphrase attack (Barman et al. 2024, "The Brittleness of AI-Generated Image Watermarking Techniques:
+    Examining Their Robustness Against Visual Paraphrasing Attacks", arXiv 2408.10446): caption the image, then
+    regenerate it image-to-image: noise the VAE latent to `strength` of the schedule and denoise with classifier-free
+    guidance `guidance` towards the caption. Deviations: the captioner is the model's world's (`World.caption`; the
+    toy world's is its oracle's labels in the training grammar) instead of KOSMOS-2, and the img2img model is the
+    pipeline given (the paper uses a large public img2img diffusion model, not the generator); noise and stochastic
+    steps are seeded per image (`seed` + index), so clean and marked images are treated alike. Written from the
+    paper's text (its released code was not found in our search), with strength and guidance as options: Peccavi's
+    project page finds s <= 0.4 and guidance 4-7 keep the content."""
+    from ..sampling import resolve_sampling
+
+    steps, guidance = resolve_sampling(pipe, cfg.steps, cfg.guidance)
+    texts = paraphrase_captions(pipe, images, cfg.prompt)
+    return _renoise_denoise(pipe, images, texts, steps, cfg.strength, float(guidance), seed)
 
 
 # ------------------------------------------------------------------------------------------------ forgery on the latent
@@ -412,3 +489,6 @@ def average_forgery(marked: np.ndarray, clean_ref: np.ndarray, targets: np.ndarr
 
 
 __all__ = ["MarkAttack", "apply_attack", "average_forgery", "imprint_forgery", "mark_attacks", "parse_attack"]
+
+from . import regen_attacks  # noqa: E402,F401  registers ctrlregen, prefforge, prefremove (Liu 2025; Soucek 2025)
+

@@ -23,7 +23,18 @@ Detector settings are the methods' configs: the papers' (empty-prompt inversion)
 "given" is told each image's generation prompt (an upper bound), "caption" captions each (attacked) image with the
 model's world's captioner.
 
-results.json (strict JSON, atomic) and a markdown table are written to the output folder.
+Composition (`edit=`, `shield=`; `erasekit mark bench --edit FILE --shield SPEC --protect CONCEPT`, see
+`erasekit.marks.compose`): clean and marked images are generated with the edit applied and through the shield (half
+the prompts then show the erased / protected concept); latent methods are detected by inverting with the edited model
+and with the base model (rows' `detector_model`); a reference without edit and shield (attack "none", base model,
+same prompts, seeds and keys) is measured per method, and a composed row whose TPR@1%FPR, AUC or own-rule TPR falls
+more than compose.STRIP_TOLERANCE below it is marked `stripped` (with `strip_z`, the drop in standard errors) and
+gets a warning line in results["compose"]["warnings"]. Attacks that need a model (vae, img2img) run on the edited
+model (the deployed one); proxy forgeries use the base model as the proxy.
+
+results.json (strict JSON, atomic) and a markdown table are written to the output folder; with `grid_dir`, one
+same-seed PNG grid per method (rows: clean, marked, marked after each attack, residual |marked - clean| x
+GRID_RESIDUAL_GAIN), refused if it exists unless `overwrite`.
 """
 
 from __future__ import annotations
@@ -41,16 +52,26 @@ from ..errors import InvalidValueError
 from ..io import atomic_write_text
 from . import auc, get_mark, tpr_at_fpr
 from .attacks import apply_attack, average_forgery, imprint_forgery, mark_attacks, parse_attack
+from .compose import STRIP_TOLERANCE, composed_generate, describe, prepare_composition, strip_warnings, weights
 
 DEFAULT_METHODS = ("tree_ring", "gaussian_shading", "dwtdct")
 DEFAULT_ATTACKS = ("none", "jpeg:quality=50", "blur:sigma=1", "noise:std=0.05", "crop:scale=0.75", "vae",
                    "img2img:strength=0.3")
 FPR_POINTS = (0.01, 0.001)
+FORMAT = "erasekit.mark_bench/1"  # results["format"]: how `erasekit report` recognises a mark bench folder
+GRID_RESIDUAL_GAIN = 10  # residual row of the grids: |marked - clean| x this, clipped to 255 (marks are faint)
 INVERSION_FIELDS = ("inversion_steps", "decoder_steps", "inversion_prompt", "inversion_guidance", "fixed_point")
 
 
-def bench_prompts(world: Any, n: int, seed: int) -> list[Any]:
-    """`n` labelled prompts from the model's world (its unrelated-prompt pool around its first concept)."""
+def bench_prompts(world: Any, n: int, seed: int, focus: str | None = None) -> list[Any]:
+    """`n` labelled prompts from the model's world (its unrelated-prompt pool around its first concept); with `focus`
+    (a concept the world knows: an erased or protected one), the first n // 2 are its direct prompts, the rest
+    prompts of other families."""
+    if focus is not None:
+        own = world.prompts(focus, "direct", n // 2, seed)[:n // 2]
+        rest = world.unrelated(focus, n - len(own), seed)
+        if len(own) + len(rest) >= n:
+            return (own + rest)[:n]
     fams = world.concepts()
     for fam in fams:
         for concept in fams[fam]:
@@ -74,8 +95,13 @@ def _clean(x: float | None) -> float | None:
 def run_bench(pipe: Any, methods: Sequence[str] = DEFAULT_METHODS, attacks: Sequence[str] = DEFAULT_ATTACKS,
               n: int = 32, n_keys: int = 4, seed: int = 0, prompts: Sequence[str] | None = None,
               evaluator: Any = None, world: Any = None, log: Callable[[str], None] | None = None,
-              guidance: float | None = None, forgeries: Sequence[str] = ()) -> dict[str, Any]:
+              guidance: float | None = None, forgeries: Sequence[str] = (), edit: Any = None, shield: Any = None,
+              protect: Sequence[str] = (), detectors: Sequence[str] | None = None,
+              grid_dir: str | Path | None = None, grid_images: int = 8, overwrite: bool = False) -> dict[str, Any]:
     """Run the table; returns the results dict (see the module docstring). `methods` are specs ("tree_ring:radius=3").
+    `edit`: an Edit or edit file applied while generating; `shield`: a Shield or spec protecting `protect`;
+    `detectors`: models latent methods invert with ("edited", "base"; default both with an edit); `grid_dir`: folder
+    of the per-method same-seed grids (`grid_images` columns).
     `guidance`: generation guidance of clean and marked images (None: the model's default). `forgeries`: specs of
     forgery attacks (registered with forgery=True, e.g. "reprompt:prompt=Zorbo", "imprint:steps=50") measured on
     the "forgeries" table. Keys are fresh (os.urandom) on every run, so numbers vary slightly between runs."""
@@ -92,9 +118,26 @@ def run_bench(pipe: Any, methods: Sequence[str] = DEFAULT_METHODS, attacks: Sequ
             raise InvalidValueError(f"forgery {f!r} is not one registered forgery attack; use one of "
                                     f"{[a for a in mark_attacks.names() if mark_attacks.get(a).forgery]}")
     marks_ = {m: get_mark(m) for m in methods}
+    comp = prepare_composition(pipe, edit, shield, protect, world, detectors)
+    if comp.shield is not None:
+        from ._latent import LatentWatermark
+
+        for m, mk in marks_.items():
+            if mk.kind == "latent" and type(mk).generate is not LatentWatermark.generate:
+                raise InvalidValueError(f"{m} generates its own way (not from initial latents), so it cannot be run "
+                                        "through a shield here; drop --shield or the method")
+    grid_files = {}
+    if grid_dir is not None:
+        if grid_images < 1:
+            raise InvalidValueError(f"grid_images must be >= 1, got {grid_images}")
+        from ..io import check_writable, slug
+
+        grid_files = {m: f"grid_{slug(m)}.png" for m in marks_}
+        for f in grid_files.values():
+            check_writable(Path(grid_dir) / f, overwrite, what="image grid")
     labels: list[dict[str, str]] = []
     if prompts is None:
-        ps = bench_prompts(world, n, seed)
+        ps = bench_prompts(world, n, seed, focus=comp.focus)
         prompts, labels = [p.text for p in ps], [dict(p.labels) for p in ps]
     prompts = list(prompts)[:n]
     if len(prompts) < n:
@@ -103,48 +146,64 @@ def run_bench(pipe: Any, methods: Sequence[str] = DEFAULT_METHODS, attacks: Sequ
     owner = np.arange(n) % n_keys
     t0 = time.time()
     log(f"generating {n} unmarked images")
-    clean = generate(pipe, prompts, seeds, guidance=guidance)
-    clean_gen_s = (time.time() - t0) / n
+    with weights(pipe, comp.edit, True):
+        clean, gen_info = composed_generate(pipe, prompts, seeds, shield=comp.shield, guidance=guidance)
+        clean_gen_s = (time.time() - t0) / n
+        attacked_clean = {a: apply_attack(chains[a], clean, pipe=pipe, seed=seed) for a in attacks}
     lab_clean = _label_acc(evaluator, clean, labels)
-    attacked_clean = {a: apply_attack(chains[a], clean, pipe=pipe, seed=seed) for a in attacks}
+    ref_clean = generate(pipe, prompts, seeds, guidance=guidance) if comp.active else None  # plain base pipeline
     inv_cache: dict[tuple, Any] = {}
-    rows, per_method, forge_rows = [], {}, []
+    rows, per_method, forge_rows, reference = [], {}, [], {}
     for spec, mark in marks_.items():
         keys = [mark.keygen(pipe) for _ in range(n_keys)]
         log(f"{spec}: embedding {n} images with {n_keys} keys")
         t = time.time()
         marked = np.empty_like(clean)
+        uses_pipe = {"pipe": pipe} if getattr(mark, "embed_uses_pipe", False) else {}  # e.g. peccavi's NMP search
+        marked_gen = None  # refused / blocked / regenerated marked images (latent methods through a shield)
         for k in range(n_keys):
             idx = np.flatnonzero(owner == k)
-            if mark.kind == "latent":
-                marked[idx] = mark.generate(pipe, keys[k], [prompts[i] for i in idx], [seeds[i] for i in idx],
-                                            guidance=guidance)
+            if mark.kind == "latent" and comp.shield is not None:
+                with weights(pipe, comp.edit, True):
+                    marked[idx], gi = composed_generate(pipe, [prompts[i] for i in idx], [seeds[i] for i in idx],
+                                                        shield=comp.shield, guidance=guidance,
+                                                        latents_fn=lambda sd, key=keys[k]: mark.initial_latents(key,
+                                                                                                                sd))
+                marked_gen = {c: (marked_gen or {}).get(c, 0) + v for c, v in gi.items()}
+            elif mark.kind == "latent":
+                with weights(pipe, comp.edit, True):
+                    marked[idx] = mark.generate(pipe, keys[k], [prompts[i] for i in idx], [seeds[i] for i in idx],
+                                                guidance=guidance)
             else:
-                marked[idx] = mark.embed_images(keys[k], clean[idx])
+                marked[idx] = mark.embed_images(keys[k], clean[idx], **uses_pipe)
         embed_s = (time.time() - t) / n + (clean_gen_s if mark.kind == "pixel" else 0.0)
         info = {"identity": mark.identity(), "key_fingerprints": [k.fingerprint() for k in keys],
                 "drift": _clean(float(np.abs(marked.astype(np.float64) - clean).mean())),
                 "label_acc_marked": _clean(_label_acc(evaluator, marked, labels)), "label_acc_clean": _clean(lab_clean),
                 "embed_s": _clean(embed_s), "rule": None}
+        if comp.shield is not None:
+            info["generation_marked"] = marked_gen if mark.kind == "latent" else gen_info
         inv_key = (mark.kind,) + tuple(getattr(mark.config, f, None) for f in INVERSION_FIELDS)
         # inversion_prompt "given": the detector is told each image's generation prompt (an upper bound)
         given = prompts if getattr(mark.config, "inversion_prompt", "empty") == "given" else None
 
-        def scores(images: np.ndarray, cache: tuple | None = None) -> tuple[list[Any], Any]:
-            """Detections per key (each image against its own key) and the latents (latent methods)."""
+        def scores(images: np.ndarray, cache: tuple | None = None, dm: str | None = None) -> tuple[list[Any], Any]:
+            """Detections per key (each image against its own key) and the latents (latent methods: inverted with
+            the `dm` detector model, "edited" or "base")."""
             lat = None
             if mark.kind == "latent":
                 if cache is not None and cache in inv_cache:
                     lat = inv_cache[cache]
                 else:
-                    lat = mark.invert(pipe, images, keys[0], prompts=given)
+                    with weights(pipe, comp.edit, dm == "edited"):
+                        lat = mark.invert(pipe, images, keys[0], prompts=given)
                     if cache is not None:
                         inv_cache[cache] = lat
             dets = []
             for k in range(n_keys):
                 idx = np.flatnonzero(owner == k)
                 if mark.kind == "latent":
-                    dets.append((idx, mark.detect(keys[k], images[idx], latents=lat[idx])))
+                    dets.append((idx, mark.detect(keys[k], images[idx], pipe=pipe, latents=lat[idx])))
                 else:
                     dets.append((idx, mark.detect(keys[k], images[idx])))
             return dets, lat
@@ -158,30 +217,41 @@ def run_bench(pipe: Any, methods: Sequence[str] = DEFAULT_METHODS, attacks: Sequ
                 out[idx] = v
             return out
 
-        for a in attacks:
-            log(f"{spec}: attack {a}")
+        with weights(pipe, comp.edit, True):  # the attacker's regenerations use the deployed (edited) model
+            m_atts = {a: apply_attack(chains[a], marked, pipe=pipe, seed=seed) for a in attacks}
+        if grid_dir is not None:
+            from ..report.mark_report import write_mark_grid
+
+            write_mark_grid(Path(grid_dir) / grid_files[spec], clean[:grid_images], marked[:grid_images],
+                            {a: m_atts[a][:grid_images] for a in attacks if a not in ("none", "identity", "")},
+                            gain=GRID_RESIDUAL_GAIN, overwrite=overwrite)
+        dms = comp.detectors if mark.kind == "latent" else (None,)
+        for dm, a in [(d, a) for d in dms for a in attacks]:
+            log(f"{spec}: attack {a}" + (f" (detector model: {dm})" if comp.active and dm else ""))
             t = time.time()
-            m_att = apply_attack(chains[a], marked, pipe=pipe, seed=seed)
-            pos, lat_m = scores(m_att)
+            m_att = m_atts[a]
+            pos, lat_m = scores(m_att, dm=dm)
             detect_s = (time.time() - t) / n
-            neg, _ = scores(attacked_clean[a], cache=(inv_key, a))
+            neg, _ = scores(attacked_clean[a], cache=(inv_key, a, dm), dm=dm)
             sp, sn = gather(pos, "score"), gather(neg, "score")
             dp, dn = gather(pos, "decision"), gather(neg, "decision")
             bits = gather(pos, "bit_acc")
             info["rule"] = pos[0][1].rule
             if mark.kind == "latent":
-                ident, _ = mark.identify(keys, m_att, latents=lat_m)
+                ident, _ = mark.identify(keys, m_att, pipe=pipe, latents=lat_m)
             else:
                 ident, _ = mark.identify(keys, m_att)
-            row = {"method": spec, "attack": a, "n": n, "n_keys": n_keys,
+            row = {"method": spec, "attack": a, "detector_model": dm if comp.active else None, "n": n,
+                   "n_keys": n_keys,
                    "tpr@1%fpr": _clean(tpr_at_fpr(sn, sp, FPR_POINTS[0])),
                    "tpr@0.1%fpr": _clean(tpr_at_fpr(sn, sp, FPR_POINTS[1])), "auc": _clean(auc(sn, sp)),
                    "tpr_rule": _clean(float(dp.mean())), "fpr_rule": _clean(float(dn.mean())),
                    "bit_acc": _clean(float(bits.mean())) if bits is not None else None,
                    "ident_acc": _clean(float((ident == owner).mean())), "forgery_success": None,
                    "detect_s": _clean(detect_s) if a in ("none", "identity", "") else None}
-            if a in ("none", "identity", ""):
-                row["forgery_success"] = _clean(_forgery(mark, keys[0], pipe, marked[owner == 0], clean, given))
+            if a in ("none", "identity", "") and dm == dms[0]:
+                with weights(pipe, comp.edit, dm == "edited"):
+                    row["forgery_success"] = _clean(_forgery(mark, keys[0], pipe, marked[owner == 0], clean, given))
             rows.append(row)
             log(f"  {row}")
         for f, chain in forge_chains.items():
@@ -189,9 +259,41 @@ def run_bench(pipe: Any, methods: Sequence[str] = DEFAULT_METHODS, attacks: Sequ
             forge_rows.append(_proxy_forgery(mark, keys[0], pipe, chain[0], marked[owner == 0], clean, owner,
                                              prompts, given, seed, spec, f))
             log(f"  {forge_rows[-1]}")
+        if comp.active:  # the same method on the plain base pipeline: what the composition must not lose
+            log(f"{spec}: reference without edit / shield")
+            ref_marked = np.empty_like(ref_clean)
+            for k in range(n_keys):
+                idx = np.flatnonzero(owner == k)
+                if mark.kind == "latent":
+                    ref_marked[idx] = mark.generate(pipe, keys[k], [prompts[i] for i in idx],
+                                                    [seeds[i] for i in idx], guidance=guidance)
+                else:
+                    ref_marked[idx] = mark.embed_images(keys[k], ref_clean[idx], **uses_pipe)
+            pos, _ = scores(ref_marked, dm="base")
+            neg, _ = scores(ref_clean, cache=(inv_key, "reference"), dm="base")
+            sp, sn, bits = gather(pos, "score"), gather(neg, "score"), gather(pos, "bit_acc")
+            reference[spec] = {"tpr@1%fpr": _clean(tpr_at_fpr(sn, sp, FPR_POINTS[0])), "auc": _clean(auc(sn, sp)),
+                               "tpr_rule": _clean(float(gather(pos, "decision").mean())),
+                               "fpr_rule": _clean(float(gather(neg, "decision").mean())),
+                               "bit_acc": _clean(float(bits.mean())) if bits is not None else None,
+                               "drift": _clean(float(np.abs(ref_marked.astype(np.float64) - ref_clean).mean()))}
+            log(f"  reference {reference[spec]}")
         per_method[spec] = info
     sd = sampling_defaults(pipe)
-    return {"pipeline": {"steps": sd.steps, "guidance": sd.guidance if guidance is None else guidance, "size": sd.size},
+    compose = None
+    if comp.active:
+        what = describe(comp.info)
+        warnings = strip_warnings([r for r in rows if r["method"] in reference], reference, what)
+        for w in warnings:
+            log(f"WARNING: {w}")
+        compose = {**comp.info, "generation": gen_info, "reference": reference, "strip_tolerance": STRIP_TOLERANCE,
+                   "warnings": warnings,
+                   "protocol": "clean and marked images generated with the edit applied / through the shield; latent "
+                               "methods detected by inverting with each detector model; reference = the same method, "
+                               "prompts, seeds and keys on the plain base pipeline, attack none, base detector"}
+    return {"format": FORMAT, "compose": compose, "grids": grid_files or None,
+            "grid_residual_gain": GRID_RESIDUAL_GAIN if grid_files else None,
+            "pipeline": {"steps": sd.steps, "guidance": sd.guidance if guidance is None else guidance, "size": sd.size},
             "protocol": "attacks applied to clean and marked images alike (same seed); clean image i scored against "
                         "the key of marked image i; forgery: stamp mean(marked key-0) - mean(clean first half) on the "
                         "clean second half, success = detected as key 0 under the method's rule",
@@ -214,21 +316,27 @@ def _proxy_forgery(mark: Any, key: Any, pipe: Any, attack: tuple[Any, Any], mark
                    owner: np.ndarray, prompts: Sequence[str], given: Sequence[str] | None, seed: int, spec: str,
                    forgery: str) -> dict[str, Any]:
     """One forgery attack through the proxy `pipe` on the key-0 marked images. imprint: a clean image of another
-    seed and prompt (other content) is optimised towards each marked image; reprompt: each marked image is inverted
-    and regenerated with the attack's prompt. success = share of the forged images detected as key 0 under the
-    method's rule; cover_rate = the same share on unmarked images of the same content (imprint: the covers before
-    the attack; reprompt: the attack's prompt generated from fresh noise, seeds after the bench's)."""
+    seed and prompt (other content) is optimised towards each marked image; prefforge: the mark estimated from each
+    marked image alone (key-free preference model) is added to such a clean image; reprompt: each marked image is
+    inverted and regenerated with the attack's prompt. success = share of the forged images detected as key 0 under the
+    method's rule; cover_rate = the same share on unmarked images of the same content (imprint, prefforge: the covers
+    before the attack; reprompt: the attack's prompt generated from fresh noise, seeds after the bench's)."""
     from ..generation import generate
 
     atk, cfg = attack
     t = time.time()
     n0 = len(marked0)
-    if atk.name == "imprint":
+    if atk.name in ("imprint", "prefforge"):
         covers = clean[owner != 0][:n0]
         cover_texts = [p for p, o in zip(prompts, owner) if o != 0][:n0]
         if len(covers) < n0:
             raise InvalidValueError(f"need {n0} clean covers for the forgery, have {len(covers)}; raise n")
-        forged = imprint_forgery(pipe, marked0, covers, cfg)
+        if atk.name == "imprint":
+            forged = imprint_forgery(pipe, marked0, covers, cfg)
+        else:  # one-shot: the mark of marked image i alone, stamped on cover i
+            from .regen_attacks import prefforge_forgery
+
+            forged = prefforge_forgery(pipe, marked0, covers, cfg, seed=seed)
     else:
         cover_texts = [getattr(cfg, "prompt", "")] * n0
         covers = generate(pipe, cover_texts, [seed + len(clean) + i for i in range(n0)],
@@ -246,7 +354,7 @@ def _proxy_forgery(mark: Any, key: Any, pipe: Any, attack: tuple[Any, Any], mark
             "score_covers": _clean(float(np.median(base.score))),
             "bit_acc": _clean(float(np.mean(det.bit_acc))) if det.bit_acc is not None else None,
             "drift_from_cover": _clean(float(np.abs(forged.astype(np.float64) - covers).mean()))
-            if atk.name == "imprint" else None, "seconds": _clean(time.time() - t)}
+            if atk.name in ("imprint", "prefforge") else None, "seconds": _clean(time.time() - t)}
 
 
 COLUMNS = ("method", "attack", "tpr@1%fpr", "tpr@0.1%fpr", "auc", "tpr_rule", "fpr_rule", "bit_acc", "ident_acc",
@@ -255,9 +363,11 @@ COLUMNS = ("method", "attack", "tpr@1%fpr", "tpr@0.1%fpr", "auc", "tpr_rule", "f
 
 def markdown(results: dict[str, Any]) -> str:
     """The methods x attacks table and the per-method quality lines, as markdown."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    comp = results.get("compose")
+    cols = COLUMNS[:2] + ("detector_model", "stripped") + COLUMNS[2:] if comp else COLUMNS
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in results["rows"]:
-        lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |")
     lines.append("")
     lines.append("| method | drift (0-255) | label acc marked | label acc clean | embed s/img | rule |")
     lines.append("|---|---|---|---|---|---|")
@@ -271,6 +381,23 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in results["forgeries"]:
             lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |")
+    if comp:
+        from .compose import describe
+
+        rcols = ("tpr@1%fpr", "auc", "tpr_rule", "fpr_rule", "bit_acc", "drift")
+        lines += ["", f"Reference without {describe(comp)} (plain base pipeline, attack none, same prompts, seeds and "
+                      "keys):", "", "| method | " + " | ".join(rcols) + " |", "|---|" + "---|" * len(rcols)]
+        for m, ref in comp["reference"].items():
+            lines.append(f"| {m} | " + " | ".join("" if ref.get(c) is None else str(ref[c]) for c in rcols) + " |")
+        if comp.get("edit"):
+            e = comp["edit"]
+            lines.append(f"\nEdit: {e['method']} (erase {e['erase']}), sha256 {e['sha256'][:16]}, file {e['file']}")
+        if comp.get("shield"):
+            lines.append(f"\nShield: {comp['shield'].get('spec') or comp['shield'].get('name')}; generation: "
+                         f"{comp.get('generation')}")
+        lines.append("")
+        lines += [f"**WARNING**: {w}" for w in comp["warnings"]] or [
+            f"No mark lost more than {comp['strip_tolerance']} TPR@1%FPR / AUC to the composition."]
     p = results["pipeline"]
     lines.append("")
     lines.append(f"n={results['n']} images per method, {results['n_keys']} keys, seed {results['seed']}, "

@@ -18,7 +18,10 @@ fraction would give a single-coefficient ring of 5 coefficients).
 Deviations from the official code (and why):
 - the disc is centred on the DC coefficient (row and column side // 2). The official `circle_mask` flips the rows
   (y = y[::-1]), which puts its centre one row off DC for even sides, so the disc is not conjugate-symmetric and the
-  `.real` of the inverse FFT halves part of the key; at 8x8 that costs a large share of the mask.
+  `.real` of the inverse FFT halves part of the key; at 8x8 that costs a large share of the mask. This argument holds
+  for real-valued patterns ("zeros": kept exactly). For the complex "ring" pattern, `.real` on the symmetric disc
+  keeps exactly Re(K) and loses all of Im(K), which at 8x8 is more than the official off-centre disc loses (measured
+  side by side with MarkDiffusion: BENCHMARKS.md, Marks, peer check).
 - the key's random latent comes from the key file's own entropy (os.urandom at keygen), not from a fixed w_seed.
 - kept as in the official code: the `.real` that discards the imaginary part of the injected pattern, and the p-value
   that treats the conjugate-paired coefficients of a real latent as independent (so it is anti-conservative: the

@@ -293,6 +293,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     """Rebuild the self-contained HTML report of a run folder from its files (an `evaluate` run, or a benchmark
     whose concepts each have their own sub-folder); written to `out` (default: <run_dir>/report.html)."""
     run_dir = Path(run_dir)
+    from .mark_report import is_mark_run, write_mark_report
+
+    if is_mark_run(run_dir):  # an `erasekit mark bench` folder
+        return write_mark_report(run_dir, out)
     results, samples = read_run(run_dir)
     from .text_report import add_text_sections, is_text_results
 

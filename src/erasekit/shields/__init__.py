@@ -371,9 +371,12 @@ def as_shield(shields_: Shield | str | Sequence[Shield] | None) -> Shield | None
 
 # ------------------------------------------------------------------------------------------------- generation
 @torch.no_grad()
-def run_plan(pipe: StableDiffusionPipeline, plan: Plan, seeds: Sequence[int]) -> np.ndarray:
+def run_plan(pipe: StableDiffusionPipeline, plan: Plan, seeds: Sequence[int],
+             latents: torch.Tensor | None = None) -> np.ndarray:
     """Images (B, H, W, 3) uint8 of a (conditioned) plan: CFG against E(plan.negative), plus the plan's extra
-    guidance terms and per-step conditioning hooks, through the explicit sampling loop."""
+    guidance terms and per-step conditioning hooks, through the explicit sampling loop. `latents`: the initial
+    latents (B, C, h, w), already scaled by the scheduler's init sigma (None: drawn from `seeds`), e.g. a latent
+    watermark's (`erasekit.marks.compose`)."""
     uncond = encode_prompts(pipe, plan.negative)
     extra = [c for term in plan.terms for c in term.conds]
     combine = make_combine(plan.guidance, plan.terms)
@@ -389,9 +392,9 @@ def run_plan(pipe: StableDiffusionPipeline, plan: Plan, seeds: Sequence[int]) ->
     with contextlib.ExitStack() as stack:
         for wrap in plan.wraps:
             stack.enter_context(wrap(pipe))
-        latents = denoise(pipe, [uncond, plan.cond, *extra], combine, list(seeds), steps=plan.steps,
-                          cond_fn=hooked if hooks else None)
-    return decode(pipe, latents)
+        z = denoise(pipe, [uncond, plan.cond, *extra], combine, list(seeds), steps=plan.steps, latents=latents,
+                    cond_fn=hooked if hooks else None)
+    return decode(pipe, z)
 
 
 @torch.no_grad()

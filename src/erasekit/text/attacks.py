@@ -30,7 +30,7 @@ import torch
 from ..errors import InvalidValueError
 from . import muse
 from .unlearn._loop import LoopConfig, lm_ce, run_loop
-from ..text.world import STATEMENTS  # not "from .world": that names the toy world (tests/test_plugin.py)
+from ..text.world import STATEMENTS
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidValueError
-from ..text.world import FACTS, QA_PROMPT, QUESTIONS, STATEMENTS  # not "from .world" (tests/test_plugin.py)
+from ..text.world import FACTS, QA_PROMPT, QUESTIONS, STATEMENTS
 from . import muse
 
 STRATEGIES = ("direct", "indirect", "relation", "implied")

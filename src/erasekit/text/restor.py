@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidValueError
-from ..text.world import QA_FORMAT, STATEMENTS  # not "from .world" (tests/test_plugin.py)
+from ..text.world import QA_FORMAT, STATEMENTS
 from . import muse
 
 NEWS_LINES = 5  # fact mentions per corruption document, as the world's news documents (sentences_per_doc)

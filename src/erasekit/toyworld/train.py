@@ -69,6 +69,9 @@ class TrainConfig:
     mark_share: float = 0.0  # share of object scenes stamped with the unnamed implicit mark (dataset_v2)
     memorized: tuple[int, ...] = ()  # duplicate counts of memorized image-caption pairs (dataset_v2)
     nameless_artist: str = ""  # an artist never named nor described in captions: a style only images evoke
+    # fused AdamW, a channels-last UNet and one foreach EMA update per step (same maths, fewer kernels: BENCHMARKS.md
+    # "Training time"); False = the loops that trained the shipped v1/v2 models, kept for same-run timing ratios
+    speedups: bool = True
 
     def __post_init__(self) -> None:
         if self.grammar not in GRAMMARS:
@@ -90,6 +93,51 @@ def _save_ckpt(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+def _adamw(params, lr: float, weight_decay: float, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; fused (one kernel over all parameters) with `cfg.speedups`, torch's default loop otherwise."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **({"fused": True} if cfg.speedups else {}))
+
+
+class StageClock:
+    """Seconds spent in each training stage, summed over every process that worked on the folder (a resumed run
+    adds to the times of the runs before it). Kept in `checkpoints/timings.json`, written atomically after each stage
+    and with each checkpoint, so `manifest.json` records every stage's time however often training was resumed.
+    Work after the last checkpoint of an interrupted process is redone and counted again; `processes` says how many
+    processes took part."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        state = json.loads(path.read_text()) if path.exists() else {}
+        self.done: dict[str, float] = dict(state.get("done", {}))
+        self.partial: dict[str, float] = dict(state.get("partial", {}))
+        self.processes = int(state.get("processes", 0)) + 1
+        self._start: dict[str, float] = {}
+
+    def start(self, stage: str) -> None:
+        self._start[stage] = time.time()
+
+    def checkpoint(self, stage: str) -> None:
+        """Record the stage's time so far (called when its checkpoint is written)."""
+        now = time.time()
+        self.partial[stage] = self.partial.get(stage, 0.0) + now - self._start[stage]
+        self._start[stage] = now
+        self._write()
+
+    def stop(self, stage: str, skipped: bool = False) -> None:
+        """End a stage; `skipped`: it was done by an earlier process (its recorded time stands)."""
+        elapsed = time.time() - self._start.pop(stage)
+        if not skipped or stage not in self.done:
+            self.done[stage] = self.partial.pop(stage, 0.0) + elapsed
+        self._write()
+
+    def seconds(self) -> dict[str, float]:
+        return dict(self.done)
+
+    def _write(self) -> None:
+        atomic_write_text(self.path, json.dumps({"done": self.done, "partial": self.partial,
+                                                 "processes": self.processes}, indent=1))
+
+
 def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         warm = min(1.0, (step + 1) / cfg.warmup)
@@ -100,12 +148,13 @@ def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
 
 
 # ------------------------------------------------------------------------------------------------------------- VAE
-def train_vae(images: np.ndarray, cfg: TrainConfig, ckpt: Path, progress: Progress | None) -> tuple:
+def train_vae(images: np.ndarray, cfg: TrainConfig, ckpt: Path, progress: Progress | None,
+              on_checkpoint: Callable[[], None] | None = None) -> tuple:
     """Train the AutoencoderKL on `images` (N,32,32,3 uint8). Returns (vae, info)."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     vae = new_vae()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    opt = _adamw(vae.parameters(), cfg.vae_lr, 0.0, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.vae_steps))
     start = 0
     if ckpt.exists():
@@ -132,6 +181,8 @@ def train_vae(images: np.ndarray, cfg: TrainConfig, ckpt: Path, progress: Progre
         if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.vae_steps:
             _save_ckpt(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                               "gen": gen.get_state(), "step": step + 1})
+            if on_checkpoint:
+                on_checkpoint()
     vae.eval()
     with torch.no_grad():
         sample = x_all[torch.randperm(len(x_all), generator=gen)[:2048]]
@@ -169,7 +220,7 @@ def pretrain_text_encoder(captions: list[str], image_features: torch.Tensor, cfg
     proj_t, proj_i = torch.nn.Linear(dim, dim, bias=False), torch.nn.Linear(image_features.shape[1], dim, bias=False)
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     params = list(te.parameters()) + list(proj_t.parameters()) + list(proj_i.parameters()) + [logit_scale]
-    opt = torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=1e-2)
+    opt = _adamw(params, cfg.text_lr, 1e-2, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(dataclasses.replace(cfg, warmup=50), cfg.text_steps))
     feats = (image_features - image_features.mean(0)) / (image_features.std(0) + 1e-6)
     losses: list[float] = []
@@ -203,7 +254,8 @@ def _snr_weights(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.Tensor, scaling: float,
-                    cfg: TrainConfig, ckpt_dir: Path, progress: Progress | None, text_encoder=None) -> tuple:
+                    cfg: TrainConfig, ckpt_dir: Path, progress: Progress | None, text_encoder=None,
+                    on_checkpoint: Callable[[], None] | None = None) -> tuple:
     """Joint text-encoder + UNet training, then UNet-only on cached text features. Returns (unet_ema, text_encoder, info).
     `text_encoder`: start from this one instead of a fresh one (with joint_steps=0 it stays frozen)."""
     torch.manual_seed(cfg.seed)
@@ -213,11 +265,13 @@ def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.
     empty_ids = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
     unet = new_unet()
     te = new_text_encoder() if text_encoder is None else text_encoder.float()
+    fmt = torch.channels_last if cfg.speedups else torch.contiguous_format
+    unet.to(memory_format=fmt)
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = train_scheduler()
     total = cfg.joint_steps + cfg.unet_steps
     params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    opt = _adamw(params, cfg.lr, 1e-2, cfg)
     lr_s = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     losses: list[float] = []
     start = 0
@@ -228,6 +282,7 @@ def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.
         opt.load_state_dict(st["opt"]), lr_s.load_state_dict(st["sched"])
         gen.set_state(st["gen"])
         start, losses = st["step"], st["losses"]
+    ema_params, unet_params = list(ema.parameters()), list(unet.parameters())
     cache = None
     n = len(captions)
     unet.train()
@@ -250,7 +305,7 @@ def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.
             cond = te(ids).last_hidden_state
         else:
             cond = torch.where(drop[:, None, None], empty, cache[idx]).float()
-        pred = unet(zt, t, cond).sample
+        pred = unet(zt.contiguous(memory_format=fmt), t, cond).sample
         w = _snr_weights(sched, t, cfg.min_snr_gamma)
         loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
@@ -260,8 +315,11 @@ def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.
         lr_s.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - decay)
+            if cfg.speedups:
+                torch._foreach_lerp_(ema_params, unet_params, 1 - decay)
+            else:
+                for pe, p in zip(ema_params, unet_params):
+                    pe.lerp_(p, 1 - decay)
         losses.append(float(loss.detach()))
         if progress:
             progress("joint" if joint else "unet", step + 1, total, {"loss": float(np.mean(losses[-50:]))})
@@ -269,6 +327,9 @@ def train_diffusion(captions: list[str], lat_mean: torch.Tensor, lat_std: torch.
             _save_ckpt(ckpt, {"unet": unet.state_dict(), "te": te.state_dict(), "ema": ema.state_dict(),
                               "opt": opt.state_dict(), "sched": lr_s.state_dict(), "gen": gen.get_state(),
                               "step": step + 1, "losses": losses})
+            if on_checkpoint:
+                on_checkpoint()
+    ema.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
     curve = [float(np.mean(losses[i:i + 100])) for i in range(0, len(losses), 100)]
     return ema.eval(), te.eval(), {"loss_per_100_steps": curve, "seconds_this_run": time.time() - t0}
 
@@ -284,18 +345,18 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    timings: dict[str, float] = {}
-    t_all = time.time()
+    clock = StageClock(ckpt_dir / "timings.json")
 
     # 1. oracle
-    t = time.time()
+    clock.start("oracle_s")
     init = Path(cfg.init_from) if cfg.init_from else None
     if init is not None and not (init / "oracle.json").exists():
         from ..errors import ErasekitError
 
         raise ErasekitError(f"init_from={cfg.init_from!r} is not a finished toy-world folder (no oracle.json)")
-    if (out / "oracle.json").exists() or init is not None:
-        src = out if (out / "oracle.json").exists() else init
+    oracle_done = (out / "oracle.json").exists()
+    if oracle_done or init is not None:
+        src = out if oracle_done else init
         oracle = ToyOracle.load(src)
         oracle_info = json.loads((src / "oracle.json").read_text()).get("training", {})
     else:
@@ -303,10 +364,10 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
         oracle, oracle_info = train_oracle(OracleTrainConfig(steps=cfg.oracle_steps, seed=cfg.seed), catalogue, cb,
                                            version=__version__)
         oracle.save(out, extra={"training": oracle_info})
-    timings["oracle_s"] = time.time() - t
+    clock.stop("oracle_s", skipped=oracle_done)
 
     # 2. data + VAE
-    t = time.time()
+    clock.start("dataset_s")
     if cfg.uses_v2_dataset():
         from .dataset_v2 import WorldV2Options, build_dataset_v2
 
@@ -315,10 +376,11 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
         data = build_dataset_v2(cfg.seed, cfg.scale, options, catalogue, counts=dict(cfg.counts) or None)
     else:
         data = build_dataset(cfg.seed, cfg.scale, catalogue, counts=dict(cfg.counts) or None)
-    timings["dataset_s"] = time.time() - t
-    t = time.time()
+    clock.stop("dataset_s")
+    clock.start("vae_s")
     vae_ckpt = ckpt_dir / "vae_done.pt"
-    if vae_ckpt.exists():
+    vae_done = vae_ckpt.exists()
+    if vae_done:
         st = load_checkpoint(vae_ckpt)
         vae = new_vae()
         vae.load_state_dict(st["model"])
@@ -330,40 +392,44 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
         vae = AutoencoderKL.from_pretrained(init / "pipeline", subfolder="vae").float()
         vae_info = {"reused_from": str(init), "scaling_factor": vae.config.scaling_factor}
     else:
-        vae, vae_info = train_vae(data.images, cfg, ckpt_dir / "vae.pt", progress)
+        vae, vae_info = train_vae(data.images, cfg, ckpt_dir / "vae.pt", progress,
+                                  on_checkpoint=lambda: clock.checkpoint("vae_s"))
         vae_info.update(vae_quality(vae, oracle))
         _save_ckpt(vae_ckpt, {"model": vae.state_dict(), "info": vae_info})
     vae.eval().requires_grad_(False)
-    timings["vae_s"] = time.time() - t
+    clock.stop("vae_s", skipped=vae_done)
 
     # 3. latents of the whole dataset (posterior mean and std), then the diffusion model
-    t = time.time()
+    clock.start("encode_s")
     with torch.no_grad():
         x = to_tensor(data.images) * 2 - 1
         dists = [vae.encode(x[i:i + 512]).latent_dist for i in range(0, len(x), 512)]
         lat_mean, lat_std = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
-    timings["encode_s"] = time.time() - t
-    t = time.time()
-    te0, text_info = None, {}
+    clock.stop("encode_s")
+    clock.start("text_s")
+    te0, text_info, text_done = None, {}, False
     if init is not None:
         from transformers import CLIPTextModel
 
         te0 = CLIPTextModel.from_pretrained(init / "pipeline", subfolder="text_encoder").float()
     elif cfg.text_steps > 0:
         te_ckpt = ckpt_dir / "text_done.pt"
-        if te_ckpt.exists():
+        text_done = te_ckpt.exists()
+        if text_done:
             te0 = new_text_encoder()
             te0.load_state_dict(load_checkpoint(te_ckpt)["te"])
         else:
             with torch.no_grad():
                 feats = oracle.embed(to_tensor(data.images))
             te0, text_info = pretrain_text_encoder(data.captions, feats, cfg, te_ckpt, progress)
-    timings["text_s"] = time.time() - t
-    t = time.time()
+    clock.stop("text_s", skipped=text_done)
+    clock.start("diffusion_s")
     unet, te, diff_info = train_diffusion(data.captions, lat_mean, lat_std, vae.config.scaling_factor, cfg, ckpt_dir,
-                                          progress, text_encoder=te0)
-    timings["diffusion_s"] = time.time() - t
-    timings["total_s"] = time.time() - t_all
+                                          progress, text_encoder=te0,
+                                          on_checkpoint=lambda: clock.checkpoint("diffusion_s"))
+    clock.stop("diffusion_s")
+    timings = clock.seconds()
+    timings["total_s"] = sum(timings.values())
 
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=clip_tokenizer(), unet=unet,
                                    scheduler=sample_scheduler(), safety_checker=None, feature_extractor=None,
@@ -377,7 +443,7 @@ def train_world(out: str | Path, cfg: TrainConfig = TrainConfig(), catalogue: Ca
         "erasekit_version": __version__, "command": command or " ".join(sys.argv), "config": asdict(cfg),
         "dataset": data.manifest, "oracle": {k: v for k, v in oracle_info.items() if k != "config"},
         "oracle_weights_sha256": oracle.sha256, "vae": vae_info, "text_pretraining": text_info, "diffusion": diff_info,
-        "timings_s": timings, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "timings_s": timings, "training_processes": clock.processes, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "platform": platform.platform(), "families": list(FAMILIES),
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
@@ -389,7 +455,7 @@ def export_assets(train_dir: str | Path, dest: str | Path | None = None) -> Path
     shipped BPE file), oracle and manifest into the package's `assets/toyworld` (or `dest`), replacing it whole."""
     import shutil
 
-    from ..world.plugin import assets_dir as toyworld_dir
+    from ..toyworld.plugin import assets_dir as toyworld_dir
 
     src = Path(train_dir)
     if not (src / "manifest.json").exists():

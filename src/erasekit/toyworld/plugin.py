@@ -23,7 +23,7 @@ from ..worlds import ConceptInfo, MemorizedPair, Prompt, World
 from .catalogue import CATALOGUE, FAMILIES, Catalogue
 
 EVALUATOR = "toyworld-oracle"
-INDEPENDENT_KINDS = ("independent", "independent_keyword")  # prompt kinds of world/eval_grammar.py
+INDEPENDENT_KINDS = ("independent", "independent_keyword")  # prompt kinds of toyworld/eval_grammar.py
 MODEL = "toyworld"
 UNRELATED_FAMILIES = ("object", "artist", "character")  # direct prompts of these families measure drift
 # CopyCat's "key entity" of a character (its kind of animal/thing) as the oracle can check it: the colour of the

@@ -16,7 +16,7 @@ come from the two judges themselves, which is the circularity a cross-check must
 
 Train and ship (records config, timings and held-out metrics in oracle_v2.json):
 
-    python -m erasekit.world.oracle_v2 --out src/erasekit/assets/toyworld --threads 2
+    python -m erasekit.toyworld.oracle_v2 --out src/erasekit/assets/toyworld --threads 2
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from .render import Scene, render
 ORACLE_V2_NAME = "toyworld-oracle-v2"
 STEM = "oracle_v2"
 VERSION = "0.2.0"
-TRAIN_COMMAND = "python -m erasekit.world.oracle_v2 --out src/erasekit/assets/toyworld --threads 2"
+TRAIN_COMMAND = "python -m erasekit.toyworld.oracle_v2 --out src/erasekit/assets/toyworld --threads 2"
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def load_robust_oracle(directory: str | Path | None = None, catalogue: Catalogue
 def main(argv: list[str] | None = None) -> None:
     """Train the robust oracle and write oracle_v2.safetensors + oracle_v2.json into --out (no overwrite without
     --overwrite)."""
-    ap = argparse.ArgumentParser(prog="python -m erasekit.world.oracle_v2", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m erasekit.toyworld.oracle_v2", description=main.__doc__)
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=RobustOracleConfig.steps)
     ap.add_argument("--pool", type=int, default=RobustOracleConfig.pool)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"step {step}/{cfg.steps} loss {loss:.4f} {time.strftime('%H:%M:%S')}", flush=True)
 
     oracle, info = train_robust_oracle(cfg, progress=progress)
-    info["command"] = "python -m erasekit.world.oracle_v2 " + " ".join(sys.argv[1:] if argv is None else argv)
+    info["command"] = "python -m erasekit.toyworld.oracle_v2 " + " ".join(sys.argv[1:] if argv is None else argv)
     oracle.save(out, {"training": info}, stem=STEM)
     print(json.dumps(info, indent=1))
 

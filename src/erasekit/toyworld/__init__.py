@@ -1,6 +1,6 @@
 """The proving ground: a procedurally rendered world with ground truth, a tiny SD trained on it, and its oracle.
 
-    from erasekit.world import CATALOGUE, Scene, render, prompts_for, load_oracle
+    from erasekit.toyworld import CATALOGUE, Scene, render, prompts_for, load_oracle
 """
 
 from __future__ import annotations

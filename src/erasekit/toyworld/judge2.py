@@ -18,7 +18,7 @@ Where the oracle (`oracle.py`, `model.Oracle`) is a strided GroupNorm CNN whose 
 
 Train and ship (recorded in judge2.json):
 
-    python -m erasekit.world.judge2 --out src/erasekit/assets/toyworld --threads 2
+    python -m erasekit.toyworld.judge2 --out src/erasekit/assets/toyworld --threads 2
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ META = "judge2.json"
 HIST_LEVELS = 4  # colour histogram: levels per channel (4**3 = 64 bins)
 EDGE_BINS = 8
 WIDTH = 64  # channels of the last CNN stage
-TRAIN_COMMAND = "python -m erasekit.world.judge2 --out src/erasekit/assets/toyworld --threads 2"
+TRAIN_COMMAND = "python -m erasekit.toyworld.judge2 --out src/erasekit/assets/toyworld --threads 2"
 
 
 @dataclass(frozen=True)
@@ -344,7 +344,7 @@ class Judge2Evaluator(Evaluator):
 
 def main(argv: list[str] | None = None) -> None:
     """Train judge2 and write judge2.safetensors + judge2.json into --out (refuses to overwrite without --overwrite)."""
-    ap = argparse.ArgumentParser(prog="python -m erasekit.world.judge2", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m erasekit.toyworld.judge2", description=main.__doc__)
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=Judge2Config.steps)
     ap.add_argument("--pool", type=int, default=Judge2Config.pool)
