@@ -108,6 +108,9 @@ def test_reprompt_and_imprint_plumbing(tiny_pipe):
     assert out.shape == imgs.shape and out.dtype == np.uint8 and not np.array_equal(out, imgs)
     other = apply_attack("reprompt:prompt=Zorbo,steps=2,guidance=1", imgs, pipe=tiny_pipe, seed=0)
     assert not np.array_equal(other, out)  # the new prompt reaches the regeneration
+    stronger = apply_attack("reprompt:prompt=a blue star,steps=2,guidance=1,decoder_steps=3", imgs, pipe=tiny_pipe,
+                            seed=0)
+    assert not np.array_equal(stronger, out)  # the attacker's decoder inversion reaches the recovered latent
     covers = np.full_like(imgs, 128)
     mse: list[float] = []
     forged = imprint_forgery(tiny_pipe, imgs, covers, ImprintConfig(steps=26, lr=0.05, inversion_steps=2),
@@ -117,7 +120,8 @@ def test_reprompt_and_imprint_plumbing(tiny_pipe):
     assert forged.shape == imgs.shape and len(mse) == 2 and mse[-1] < 0.7 * mse[0], mse
     assert apply_attack("imprint:steps=2,inversion_steps=2,cover=grey", imgs, pipe=tiny_pipe).shape == imgs.shape
     for bad, match in (("imprint:steps=0", "steps"), ("imprint:lr=0", "lr"), ("imprint:cover=cat", "cover"),
-                       ("reprompt:fixed_point=-2", "fixed_point"), ("reprompt:guidance=-1", "guidance")):
+                       ("reprompt:fixed_point=-2", "fixed_point"), ("reprompt:guidance=-1", "guidance"),
+                       ("reprompt:decoder_steps=-1", "decoder_steps")):
         with pytest.raises(InvalidValueError, match=match):
             parse_attack(bad)
     with pytest.raises(InvalidValueError, match="one cover per marked image"):

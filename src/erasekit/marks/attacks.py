@@ -336,6 +336,9 @@ class RepromptConfig:
         "help": "text the attacker inverts with (default empty: the attacker does not know the prompt either)"})
     inversion_guidance: float = field(default=1.0, metadata={"help": "guidance of the attacker's inversion"})
     fixed_point: int = field(default=0, metadata={"help": "fixed-point iterations per inversion step"})
+    decoder_steps: int = field(default=0, metadata={
+        "help": "Adam steps of decoder inversion refining the VAE encoding before the DDIM inversion (0: the paper's "
+                "encoder-only attacker; a stronger attacker uses the detector's best inversion)"})
 
     def __post_init__(self) -> None:
         from ..sampling import check_sampling
@@ -343,6 +346,7 @@ class RepromptConfig:
         check_sampling(self.steps, self.guidance, where="reprompt")
         check_sampling(None, self.inversion_guidance, where="reprompt inversion_guidance")
         _count("fixed_point", self.fixed_point, 100)
+        _count("decoder_steps", self.decoder_steps, 10_000)
         if not isinstance(self.prompt, str) or not isinstance(self.inversion_prompt, str):
             raise InvalidValueError("reprompt prompt and inversion_prompt must be strings")
 
@@ -359,11 +363,12 @@ def reprompt(images: np.ndarray, cfg: RepromptConfig, pipe: Any = None, seed: in
     CVPR 2025, official code and-mill/semantic-forgery): the attacker inverts a marked image through a proxy model
     (here: `pipe`) and generates new content from the recovered initial latent; an initial-noise mark travels with
     the latent, so the new image is detected as marked. The official attack uses an empty-prompt inversion and the
-    target model's sampler; both are options here."""
+    target model's sampler; both are options here, as is a stronger inversion (`decoder_steps`, `fixed_point`,
+    `inversion_guidance`) than the paper's attacker uses."""
     from ._latent import ddim_invert, generate_from_latents
 
     z = ddim_invert(pipe, images, steps=cfg.steps, prompt=cfg.inversion_prompt, guidance=float(cfg.inversion_guidance),
-                    fixed_point=cfg.fixed_point)
+                    fixed_point=cfg.fixed_point, decoder_steps=cfg.decoder_steps)
     seeds = [seed + i for i in range(len(images))]
     return generate_from_latents(pipe, [cfg.prompt] * len(images), seeds, z, cfg.steps, cfg.guidance)
 
