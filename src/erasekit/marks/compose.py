@@ -23,7 +23,6 @@ the results say so, with the drop in standard errors, instead of hiding it.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,12 +131,11 @@ def composed_generate(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], s
                       guidance: float | None = None, batch_size: int = 64) -> tuple[np.ndarray, dict[str, Any]]:
     """(N, H, W, 3) uint8 images of `prompts` / `seeds` through `shield` (None: plain generation) from the initial
     latents `latents_fn(seeds)` ((N, C, h, w) unit variance; None: the seeds' noise), and {"refused", "blocked",
-    "regenerated"} counts. A filter's regeneration draws `regenerated_seed` seeds and their `latents_fn` latents (a
-    regenerated image is marked too); refused prompts and blocked images come back black (the mark is then visibly,
-    not silently, gone)."""
+    "regenerated"} counts: `erasekit.shields.shielded_generate` with the mark's latents. A filter's regeneration draws
+    `regenerated_seed` seeds and their `latents_fn` latents (a regenerated image is marked too); refused prompts and
+    blocked images come back black (the mark is then visibly, not silently, gone)."""
     from ..generation import generate
-    from ..sampling import encode_prompts, resolve_sampling
-    from ..shields import Plan, regenerated_seed, run_plan
+    from ..shields import shielded_generate
     from ._latent import generate_from_latents
 
     prompts, seeds = list(prompts), [int(s) for s in seeds]
@@ -146,53 +144,11 @@ def composed_generate(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], s
             return generate(pipe, prompts, seeds, guidance=guidance), {"refused": 0, "blocked": 0, "regenerated": 0}
         return (generate_from_latents(pipe, prompts, seeds, latents_fn(seeds), guidance=guidance),
                 {"refused": 0, "blocked": 0, "regenerated": 0})
-    steps, guidance = resolve_sampling(pipe, None, guidance)
-    if guidance <= 1.0:
-        raise InvalidValueError(f"shielded generation uses classifier-free guidance; guidance must be > 1, got "
-                                f"{guidance}")
-    n = len(prompts)
-    used, refused, _ = shield.prepare(list(prompts))
-    refused = np.asarray(refused, dtype=bool)
-    if len(used) != n or refused.shape != (n,):
-        raise InvalidValueError(f"shield {shield.name!r} returned {len(used)} prompts for {n}")
-    sched = copy.deepcopy(pipe.scheduler)
-    sched.set_timesteps(steps)
-    sigma = float(sched.init_noise_sigma)
-    size = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
-    images = np.zeros((n, size, size, 3), dtype=np.uint8)
-    cur = list(seeds)
-
-    def run(rows: list[int]) -> None:
-        for s in range(0, len(rows), batch_size):
-            chunk = rows[s:s + batch_size]
-            texts, sd = [used[r] for r in chunk], [cur[r] for r in chunk]
-            plan = Plan(prompts=texts, cond=encode_prompts(pipe, texts), negative=[""] * len(chunk), steps=steps,
-                        guidance=guidance)
-            plan, _ = shield.condition(pipe, plan)
-            lat = None
-            if latents_fn is not None:
-                lat = latents_fn(sd).to(pipe.unet.device, pipe.unet.dtype) * sigma
-            images[chunk] = run_plan(pipe, plan, sd, latents=lat)
-
-    rows = [i for i in range(n) if not refused[i]]
-    if rows:
-        run(rows)
-    flagged = np.zeros(n, dtype=bool)
-    regenerated = 0
-    if shield.is_filter and rows:
-        todo = rows
-        for attempt in range(1, shield.max_tries + 2):
-            f = np.asarray(shield.flag(images[todo], [prompts[r] for r in todo]), dtype=bool)
-            flagged[todo] = f
-            todo = [r for r, fl in zip(todo, f) if fl]
-            if not todo or shield.on_flag != "regenerate" or attempt > shield.max_tries:
-                break
-            for r in todo:
-                cur[r] = regenerated_seed(seeds[r], attempt)
-            regenerated += len(todo)
-            run(todo)
-    images[flagged] = 0
-    return images, {"refused": int(refused.sum()), "blocked": int(flagged.sum()), "regenerated": regenerated}
+    images, info = shielded_generate(pipe, prompts, seeds, shield, guidance=guidance, batch_size=batch_size,
+                                     latents_fn=latents_fn)
+    refused = np.asarray(info["refused"], dtype=bool)
+    return images, {"refused": int(refused.sum()), "blocked": int(np.sum(info["blocked"])),
+                    "regenerated": int(np.asarray(info["attempts"])[~refused].sum() - (~refused).sum())}
 
 
 def auc_se(a: float, n_pos: int, n_neg: int) -> float:

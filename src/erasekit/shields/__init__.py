@@ -26,6 +26,7 @@ shield's config (tuple values separated by ";"), or one bare value for the shiel
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
 import time
@@ -237,8 +238,10 @@ class Shield:
         return {}
 
     def identity(self) -> dict:
-        """What a result must record to be reproducible: name, config, protected concepts (+ calibration)."""
-        return {"name": self.name, "config": dataclasses.asdict(self.config),
+        """What a result must record to be reproducible: name, config (None for a shield with no options, such as the
+        base class's no-op), protected concepts (+ calibration)."""
+        config = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else None
+        return {"name": self.name, "config": config,
                 "concepts": [dataclasses.asdict(c) for c in self.concepts]}
 
     def __repr__(self) -> str:
@@ -399,14 +402,17 @@ def run_plan(pipe: StableDiffusionPipeline, plan: Plan, seeds: Sequence[int],
 
 @torch.no_grad()
 def _generate_rows(pipe: StableDiffusionPipeline, shield: Shield | None, prompts: list[str], seeds: list[int],
-                   steps: int, guidance: float) -> tuple[np.ndarray, dict[str, list]]:
-    """Images (B, H, W, 3) uint8 for one batch through the shield's `condition` and the explicit loop."""
+                   steps: int, guidance: float, latents: torch.Tensor | None = None) -> tuple[np.ndarray, dict[str, list]]:
+    """Images (B, H, W, 3) uint8 for one batch through the shield's `condition` and the explicit loop (`latents`:
+    scaled initial latents, see `run_plan`)."""
     cond = encode_prompts(pipe, prompts)
     plan = Plan(prompts=list(prompts), cond=cond, negative=[""] * len(prompts), steps=steps, guidance=guidance)
     details: dict[str, list] = {}
     if shield is not None:
         plan, details = shield.condition(pipe, plan)
-    return run_plan(pipe, plan, seeds), details
+    if latents is None:  # the seeds' own noise (run_plan draws it)
+        return run_plan(pipe, plan, seeds), details
+    return run_plan(pipe, plan, seeds, latents=latents), details
 
 
 def regenerated_seed(seed: int, attempt: int) -> int:
@@ -418,8 +424,8 @@ def regenerated_seed(seed: int, attempt: int) -> int:
 def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], seeds: Sequence[int] | int = 0,
                       shields: Shield | str | Sequence[Shield] | None = None, steps: int | None = None,
                       guidance: float | None = None,
-                      batch_size: int = 64, progress: Callable[[int], None] | None = None
-                      ) -> tuple[np.ndarray, dict]:
+                      batch_size: int = 64, progress: Callable[[int], None] | None = None,
+                      latents_fn: Callable[[Sequence[int]], torch.Tensor] | None = None) -> tuple[np.ndarray, dict]:
     """Generate (N, H, W, 3) uint8 images for `prompts` through a shield chain and the explicit sampling loop.
 
     seeds: one per prompt, or a base seed (prompt i -> base + i), as `erasekit.generate`. With no shield the images
@@ -427,6 +433,8 @@ def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], see
     come back black; flagged images are regenerated with `regenerated_seed` (if the filter says so) and, if still
     flagged, blocked (black). `info` records per prompt: the text generated, refused / flagged / blocked, attempts,
     the seed of the returned image, each shield's details; plus the shields' identities and the wall time.
+    `latents_fn(seeds)`: the (B, C, h, w) unit-variance initial latents of those seeds instead of their noise (a
+    latent watermark's, `erasekit.marks.compose`); regenerations draw theirs for the regenerated seeds too.
     """
     t0 = time.perf_counter()
     prompts = list(prompts)
@@ -458,12 +466,18 @@ def shielded_generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], see
     seeds_used = list(seeds)
     attempts = np.zeros(n, dtype=int)
     cond_details: dict[str, list] = {}
+    sigma = None
+    if latents_fn is not None:
+        sched = copy.deepcopy(pipe.scheduler)
+        sched.set_timesteps(steps)
+        sigma = float(sched.init_noise_sigma)
 
     def run(rows: list[int]) -> None:
         for s in range(0, len(rows), batch_size):
             chunk = rows[s:s + batch_size]
-            imgs, d = _generate_rows(pipe, shield, [used[r] for r in chunk], [seeds_used[r] for r in chunk], steps,
-                                     guidance)
+            sd = [seeds_used[r] for r in chunk]
+            lat = None if latents_fn is None else latents_fn(sd).to(pipe.unet.device, pipe.unet.dtype) * sigma
+            imgs, d = _generate_rows(pipe, shield, [used[r] for r in chunk], sd, steps, guidance, latents=lat)
             images[chunk] = imgs
             attempts[chunk] += 1
             for k, v in d.items():
